@@ -1,0 +1,24 @@
+# FoodSave Auth. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: venv
+venv: ## Create .venv with the pinned local AWS stack (moto)
+	@local/setup-venv.sh
+
+.PHONY: test
+test: ## Lint, build once, run every test against a local AWS stack started and stopped here
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo build --workspace --all-targets --locked
+	local/with-stack.sh cargo test --workspace --locked -- --test-threads=4
+
+.PHONY: fmt
+fmt: ## Format the code
+	cargo fmt --all

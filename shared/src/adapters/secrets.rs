@@ -1,0 +1,277 @@
+//! The auth secret (`AUTH_SECRET_ID`: OTP pepper and signing keys) read from Secrets
+//! Manager once per container and refreshed at most every [`SECRET_REFRESH_SECONDS`], so
+//! a rotated key is picked up without a redeploy. A failed refresh keeps the cached value.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use jsonwebtoken::EncodingKey;
+use secrecy::SecretSlice;
+use serde::Deserialize;
+
+use crate::config::decode_base64;
+use crate::domain::UnixMillis;
+use crate::domain::error::BoxError;
+use crate::ports::Clock;
+
+/// How long a fetched secret is trusted before it is read again.
+pub const SECRET_REFRESH_SECONDS: u64 = 300;
+
+/// The minimum pepper length (CONTRACT §5).
+const MIN_PEPPER_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {id} could not be read")]
+    Unavailable {
+        id: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("secret {id} is malformed: {reason}")]
+    Malformed { id: String, reason: String },
+}
+
+/// One signing key of the auth secret.
+pub struct SigningKey {
+    pub kid: String,
+    /// Epoch seconds from which it may sign; absent counts as 0.
+    pub active_from: u64,
+    pub(crate) key: EncodingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("active_from", &self.active_from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parsed `AUTH_SECRET_ID` document.
+pub struct AuthSecret {
+    pepper: Option<SecretSlice<u8>>,
+    pub signing_keys: Vec<SigningKey>,
+}
+
+impl fmt::Debug for AuthSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSecret")
+            .field("pepper", &self.pepper.as_ref().map(|_| "[redacted]"))
+            .field("signing_keys", &self.signing_keys)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthSecretDoc {
+    otp_pepper: Option<String>,
+    #[serde(default)]
+    signing_keys: Vec<SigningKeyDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SigningKeyDoc {
+    kid: String,
+    private_key_pem: String,
+    active_from: Option<u64>,
+}
+
+impl AuthSecret {
+    /// Parse the secret; error messages never quote its content.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let doc: AuthSecretDoc = serde_json::from_str(raw).map_err(|e| {
+            format!(
+                "not the expected JSON ({} at column {})",
+                e.classify_kind(),
+                e.column()
+            )
+        })?;
+        let pepper = match doc.otp_pepper {
+            None => None,
+            Some(b64) => {
+                let bytes = decode_base64(&b64).ok_or("otpPepper is not base64")?;
+                if bytes.len() < MIN_PEPPER_BYTES {
+                    return Err(format!(
+                        "otpPepper must decode to at least {MIN_PEPPER_BYTES} bytes"
+                    ));
+                }
+                Some(SecretSlice::from(bytes))
+            }
+        };
+        let mut signing_keys = Vec::with_capacity(doc.signing_keys.len());
+        for k in doc.signing_keys {
+            let key = EncodingKey::from_rsa_pem(k.private_key_pem.as_bytes())
+                .map_err(|_| format!("signing key {} is not an RSA private key in PEM", k.kid))?;
+            crate::adapters::jwt::check_signing_key(&key)
+                .map_err(|_| format!("signing key {} cannot sign RS256", k.kid))?;
+            signing_keys.push(SigningKey {
+                kid: k.kid,
+                active_from: k.active_from.unwrap_or(0),
+                key,
+            });
+        }
+        Ok(Self {
+            pepper,
+            signing_keys,
+        })
+    }
+
+    pub fn pepper(&self) -> Option<&SecretSlice<u8>> {
+        self.pepper.as_ref()
+    }
+
+    /// The key that signs at `now`: the largest `activeFrom` that has passed, the first
+    /// listed on a tie (CONTRACT §5).
+    pub fn active_key(&self, now: UnixMillis) -> Option<&SigningKey> {
+        let now_secs = now.as_secs();
+        self.signing_keys
+            .iter()
+            .filter(|k| k.active_from <= now_secs)
+            .fold(None, |best: Option<&SigningKey>, k| match best {
+                Some(b) if b.active_from >= k.active_from => Some(b),
+                _ => Some(k),
+            })
+    }
+}
+
+trait ClassifyKind {
+    fn classify_kind(&self) -> &'static str;
+}
+
+impl ClassifyKind for serde_json::Error {
+    fn classify_kind(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "wrong field types",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+/// Reads one secret's string, for the cache.
+pub async fn fetch_secret_string(client: &Client, id: &str) -> Result<String, SecretError> {
+    let out = client
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| SecretError::Unavailable {
+            id: id.to_owned(),
+            source: DisplayErrorContext(e).to_string().into(),
+        })?;
+    out.secret_string.ok_or_else(|| SecretError::Malformed {
+        id: id.to_owned(),
+        reason: "no SecretString".into(),
+    })
+}
+
+struct Cached<T> {
+    value: Arc<T>,
+    fetched_at: UnixMillis,
+}
+
+/// A secret parsed into `T`, read at init and re-read when older than the refresh period.
+pub struct SecretCache<T> {
+    client: Client,
+    id: String,
+    parse: fn(&str) -> Result<T, String>,
+    clock: Arc<dyn Clock>,
+    state: RwLock<Cached<T>>,
+}
+
+impl<T: Send + Sync> SecretCache<T> {
+    /// The first read: failing it fails the function's init.
+    pub async fn load(
+        client: Client,
+        id: String,
+        parse: fn(&str) -> Result<T, String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SecretError> {
+        let value = Self::fetch(&client, &id, parse).await?;
+        let fetched_at = clock.now();
+        Ok(Self {
+            client,
+            id,
+            parse,
+            clock,
+            state: RwLock::new(Cached {
+                value: Arc::new(value),
+                fetched_at,
+            }),
+        })
+    }
+
+    async fn fetch(
+        client: &Client,
+        id: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, SecretError> {
+        let raw = fetch_secret_string(client, id).await?;
+        parse(&raw).map_err(|reason| SecretError::Malformed {
+            id: id.to_owned(),
+            reason,
+        })
+    }
+
+    fn snapshot(&self) -> (Arc<T>, UnixMillis) {
+        match self.state.read() {
+            Ok(s) => (Arc::clone(&s.value), s.fetched_at),
+            Err(poisoned) => {
+                let s = poisoned.into_inner();
+                (Arc::clone(&s.value), s.fetched_at)
+            }
+        }
+    }
+
+    /// The current value, re-read first if the cached one is stale.
+    pub async fn get(&self) -> Arc<T> {
+        let now = self.clock.now();
+        let (value, fetched_at) = self.snapshot();
+        if fetched_at.plus_secs(SECRET_REFRESH_SECONDS) > now {
+            return value;
+        }
+        self.refresh().await.unwrap_or(value)
+    }
+
+    /// Re-read now. On failure the cached value stays and the failure is logged.
+    pub async fn refresh(&self) -> Option<Arc<T>> {
+        let now = self.clock.now();
+        match Self::fetch(&self.client, &self.id, self.parse).await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                *state = Cached {
+                    value: Arc::clone(&fresh),
+                    fetched_at: now,
+                };
+                Some(fresh)
+            }
+            Err(err) => {
+                tracing::warn!(secret = %self.id, error = %crate::telemetry::chain(&err), "secret refresh failed; keeping the cached value");
+                // Retry no sooner than one refresh period from now.
+                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                state.fetched_at = now;
+                None
+            }
+        }
+    }
+}
+
+/// Functions that handle codes cannot work without the pepper: fail their init.
+pub async fn require_pepper(cache: &SecretCache<AuthSecret>) -> Result<(), SecretError> {
+    if cache.get().await.pepper().is_some() {
+        Ok(())
+    } else {
+        Err(SecretError::Malformed {
+            id: cache.id.clone(),
+            reason: "otpPepper is missing".into(),
+        })
+    }
+}

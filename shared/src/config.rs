@@ -1,0 +1,321 @@
+//! Configuration per CONTRACT §5, read once at init into typed settings.
+//!
+//! Each function loads only the groups it uses (`logout` needs only `TABLE_NAME`), so a
+//! variable another function needs never fails this one's init. AWS endpoints, region and
+//! credentials come from the SDK's standard environment, never from here.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+use base64::Engine;
+use thiserror::Error;
+
+/// A missing or unusable variable; the message names it.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("configuration: {0} is required but not set")]
+    Missing(&'static str),
+    #[error("configuration: {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where variables come from: the process environment in production, a map in tests.
+pub trait Env: Sync {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String> + Sync> Env for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+fn non_empty(env: &dyn Env, name: &'static str) -> Option<String> {
+    env.get(name).filter(|v| !v.trim().is_empty())
+}
+
+fn required(env: &dyn Env, name: &'static str) -> Result<String, ConfigError> {
+    non_empty(env, name).ok_or(ConfigError::Missing(name))
+}
+
+fn positive(env: &dyn Env, name: &'static str, default: u32) -> Result<NonZeroU32, ConfigError> {
+    match non_empty(env, name) {
+        None => NonZeroU32::new(default).ok_or(ConfigError::Invalid {
+            name,
+            reason: "default must be positive".into(),
+        }),
+        Some(raw) => raw
+            .trim()
+            .parse::<NonZeroU32>()
+            .map_err(|_| ConfigError::Invalid {
+                name,
+                reason: format!("expected a positive integer, got {raw:?}"),
+            }),
+    }
+}
+
+fn non_negative(env: &dyn Env, name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match non_empty(env, name) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse::<u32>().map_err(|_| ConfigError::Invalid {
+            name,
+            reason: format!("expected a non-negative integer, got {raw:?}"),
+        }),
+    }
+}
+
+/// `TABLE_NAME`: every function that touches DynamoDB.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub table_name: String,
+}
+
+impl StoreConfig {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table_name: required(env, "TABLE_NAME")?,
+        })
+    }
+}
+
+/// `AUTH_SECRET_ID`: the secret holding the OTP pepper and the signing keys.
+#[derive(Debug, Clone)]
+pub struct SecretConfig {
+    pub auth_secret_id: String,
+}
+
+impl SecretConfig {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            auth_secret_id: required(env, "AUTH_SECRET_ID")?,
+        })
+    }
+}
+
+/// One-time codes and the send window (CONTRACT §2, §3).
+#[derive(Clone)]
+pub struct OtpConfig {
+    pub ttl_seconds: NonZeroU32,
+    pub max_attempts: NonZeroU32,
+    pub send_limit: NonZeroU32,
+    pub send_window_seconds: NonZeroU32,
+    pub allowed_phone_prefixes: Vec<String>,
+    pub sms_sender_id: Option<String>,
+    pub sms_message: SmsTemplate,
+}
+
+impl fmt::Debug for OtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtpConfig")
+            .field("ttl_seconds", &self.ttl_seconds)
+            .field("max_attempts", &self.max_attempts)
+            .field("send_limit", &self.send_limit)
+            .field("send_window_seconds", &self.send_window_seconds)
+            .field("allowed_phone_prefixes", &self.allowed_phone_prefixes)
+            .field("sms_sender_id", &self.sms_sender_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtpConfig {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        let prefixes = non_empty(env, "ALLOWED_PHONE_PREFIXES").unwrap_or_else(|| "+7".into());
+        let allowed_phone_prefixes: Vec<String> = prefixes
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let prefix_ok = |p: &String| {
+            p.strip_prefix('+').is_some_and(|digits| {
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+        };
+        if allowed_phone_prefixes.is_empty() || !allowed_phone_prefixes.iter().all(prefix_ok) {
+            return Err(ConfigError::Invalid {
+                name: "ALLOWED_PHONE_PREFIXES",
+                reason: format!("expected comma-separated prefixes like +7,+77, got {prefixes:?}"),
+            });
+        }
+        let sms_message = SmsTemplate::parse(
+            non_empty(env, "SMS_MESSAGE").unwrap_or_else(|| "FoodSave code: {code}".into()),
+        )?;
+        let sms_sender_id = non_empty(env, "SMS_SENDER_ID");
+        if let Some(id) = &sms_sender_id {
+            // SNS sender IDs: 1–11 alphanumeric characters, at least one letter.
+            let valid = (1..=11).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                && id.bytes().any(|b| b.is_ascii_alphabetic());
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    name: "SMS_SENDER_ID",
+                    reason: "expected 1–11 letters or digits with at least one letter".into(),
+                });
+            }
+        }
+        Ok(Self {
+            ttl_seconds: positive(env, "OTP_TTL_SECONDS", 300)?,
+            max_attempts: positive(env, "OTP_MAX_ATTEMPTS", 5)?,
+            send_limit: positive(env, "OTP_SEND_LIMIT", 3)?,
+            send_window_seconds: positive(env, "OTP_SEND_WINDOW_SECONDS", 300)?,
+            allowed_phone_prefixes,
+            sms_sender_id,
+            sms_message,
+        })
+    }
+}
+
+/// The SMS text with exactly one `{code}` placeholder.
+#[derive(Clone)]
+pub struct SmsTemplate(String);
+
+impl SmsTemplate {
+    pub fn parse(raw: String) -> Result<Self, ConfigError> {
+        if raw.matches("{code}").count() != 1 {
+            return Err(ConfigError::Invalid {
+                name: "SMS_MESSAGE",
+                reason: "must contain {code} exactly once".into(),
+            });
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn render(&self, code: &str) -> String {
+        self.0.replace("{code}", code)
+    }
+}
+
+/// Access and refresh tokens (CONTRACT §4).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub client_id: String,
+    pub access_ttl_seconds: NonZeroU32,
+    pub refresh_ttl_seconds: NonZeroU32,
+    pub session_max_seconds: NonZeroU32,
+    /// 0 means no grace: a spent token is always reuse.
+    pub refresh_reuse_grace_seconds: u32,
+}
+
+impl TokenConfig {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            issuer: issuer(env)?,
+            audience: non_empty(env, "JWT_AUDIENCE").unwrap_or_else(|| "foodsave".into()),
+            client_id: non_empty(env, "JWT_CLIENT_ID").unwrap_or_else(|| "foodsave-app".into()),
+            access_ttl_seconds: positive(env, "ACCESS_TOKEN_TTL_SECONDS", 3600)?,
+            refresh_ttl_seconds: positive(env, "REFRESH_TOKEN_TTL_SECONDS", 2_592_000)?,
+            session_max_seconds: positive(env, "SESSION_MAX_SECONDS", 31_536_000)?,
+            refresh_reuse_grace_seconds: non_negative(env, "REFRESH_REUSE_GRACE_SECONDS", 10)?,
+        })
+    }
+}
+
+/// `JWT_ISSUER`: an absolute http(s) URL; a trailing slash is dropped so that
+/// `jwks_uri` = issuer + `/.well-known/jwks.json` has exactly one slash.
+pub fn issuer(env: &dyn Env) -> Result<String, ConfigError> {
+    let raw = required(env, "JWT_ISSUER")?;
+    let trimmed = raw.trim().trim_end_matches('/').to_owned();
+    let scheme_ok = trimmed.starts_with("https://") || trimmed.starts_with("http://");
+    if !scheme_ok || trimmed.contains(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            name: "JWT_ISSUER",
+            reason: format!("expected an absolute http(s) URL, got {raw:?}"),
+        });
+    }
+    Ok(trimmed)
+}
+
+/// Decode the standard base64 used for the pepper in the secret.
+pub(crate) fn decode_base64(raw: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let otp = OtpConfig::load(&env(&[])).unwrap();
+        assert_eq!(otp.ttl_seconds.get(), 300);
+        assert_eq!(otp.max_attempts.get(), 5);
+        assert_eq!(otp.send_limit.get(), 3);
+        assert_eq!(otp.send_window_seconds.get(), 300);
+        assert_eq!(otp.allowed_phone_prefixes, vec!["+7".to_owned()]);
+        assert_eq!(otp.sms_message.render("123456"), "FoodSave code: 123456");
+        let tokens =
+            TokenConfig::load(&env(&[("JWT_ISSUER", "https://a.example/api/v1/auth/")])).unwrap();
+        assert_eq!(tokens.issuer, "https://a.example/api/v1/auth");
+        assert_eq!(tokens.audience, "foodsave");
+        assert_eq!(tokens.client_id, "foodsave-app");
+        assert_eq!(tokens.access_ttl_seconds.get(), 3600);
+        assert_eq!(tokens.refresh_reuse_grace_seconds, 10);
+    }
+
+    #[test]
+    fn missing_and_invalid_variables_are_named() {
+        assert_eq!(
+            StoreConfig::load(&env(&[])).unwrap_err(),
+            ConfigError::Missing("TABLE_NAME")
+        );
+        let err = OtpConfig::load(&env(&[("OTP_TTL_SECONDS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("OTP_TTL_SECONDS"), "{err}");
+        let err = OtpConfig::load(&env(&[("OTP_SEND_LIMIT", "three")])).unwrap_err();
+        assert!(err.to_string().contains("OTP_SEND_LIMIT"), "{err}");
+        let err = OtpConfig::load(&env(&[("SMS_MESSAGE", "no placeholder")])).unwrap_err();
+        assert!(err.to_string().contains("SMS_MESSAGE"), "{err}");
+        let err = OtpConfig::load(&env(&[("ALLOWED_PHONE_PREFIXES", "7,+77")])).unwrap_err();
+        assert!(err.to_string().contains("ALLOWED_PHONE_PREFIXES"), "{err}");
+        let err = TokenConfig::load(&env(&[("JWT_ISSUER", "api.foodsave.kz")])).unwrap_err();
+        assert!(err.to_string().contains("JWT_ISSUER"), "{err}");
+        let err = TokenConfig::load(&env(&[
+            ("JWT_ISSUER", "https://x"),
+            ("REFRESH_REUSE_GRACE_SECONDS", "-1"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("REFRESH_REUSE_GRACE_SECONDS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn grace_may_be_zero_but_durations_may_not() {
+        let t = TokenConfig::load(&env(&[
+            ("JWT_ISSUER", "https://x"),
+            ("REFRESH_REUSE_GRACE_SECONDS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(t.refresh_reuse_grace_seconds, 0);
+        assert!(
+            TokenConfig::load(&env(&[
+                ("JWT_ISSUER", "https://x"),
+                ("ACCESS_TOKEN_TTL_SECONDS", "0"),
+            ]))
+            .is_err()
+        );
+    }
+}

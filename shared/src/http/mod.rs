@@ -1,0 +1,242 @@
+//! The HTTP edge: read a gateway request into a JSON object, and the one place where an
+//! [`AuthError`] becomes a status, headers and body (CONTRACT §1 "Every response").
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Map, Value, json};
+
+use crate::domain::AuthError;
+
+/// Largest accepted body, after base64 decoding (CONTRACT §1).
+pub const MAX_BODY_BYTES: usize = 4096;
+/// Longest refresh token accepted for a look-up, in UTF-8 bytes (CONTRACT §1).
+pub const MAX_REFRESH_TOKEN_BYTES: usize = 512;
+/// How long a 503 asks the client to wait.
+pub const UNAVAILABLE_RETRY_SECONDS: u64 = 2;
+
+/// Caching of a response (RFC 6749 §5.1 for anything carrying tokens).
+#[derive(Debug, Clone, Copy)]
+pub enum CachePolicy {
+    NoStore,
+    Public { max_age: u32 },
+}
+
+pub fn require_method(req: &Request, method: &lambda_http::http::Method) -> Result<(), AuthError> {
+    if req.method() == method {
+        Ok(())
+    } else {
+        Err(AuthError::MethodNotAllowed)
+    }
+}
+
+/// The body as a JSON object, whatever the Content-Type says; gateway base64 is already
+/// decoded by `lambda_http` into `Body::Binary`.
+pub fn json_object(req: &Request) -> Result<Map<String, Value>, AuthError> {
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AuthError::bad_request("body: a JSON object is required"));
+    }
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(AuthError::bad_request("body: must be at most 4 KiB"));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(AuthError::bad_request("body: must be a JSON object")),
+        Err(_) => Err(AuthError::bad_request("body: not valid JSON")),
+    }
+}
+
+/// A required string field; the error names it.
+pub fn string_field<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, AuthError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(AuthError::bad_request(format!("{field}: is required"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(AuthError::bad_request(format!("{field}: must be a string"))),
+    }
+}
+
+/// The `refreshToken` field, checked for emptiness and size only: any other shape is an
+/// unknown token, not a malformed request (CONTRACT §1).
+pub fn refresh_token_field(body: &Map<String, Value>) -> Result<&str, AuthError> {
+    let token = string_field(body, "refreshToken")?;
+    if token.is_empty() {
+        return Err(AuthError::bad_request("refreshToken: must not be empty"));
+    }
+    if token.len() > MAX_REFRESH_TOKEN_BYTES {
+        return Err(AuthError::bad_request(
+            "refreshToken: must be at most 512 bytes",
+        ));
+    }
+    Ok(token)
+}
+
+pub fn json_response(status: StatusCode, body: &Value, cache: CachePolicy) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let cache_value = match cache {
+        CachePolicy::NoStore => HeaderValue::from_static("no-store"),
+        CachePolicy::Public { max_age } => {
+            HeaderValue::from_str(&format!("public, max-age={max_age}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
+        }
+    };
+    headers.insert(header::CACHE_CONTROL, cache_value);
+    response
+}
+
+/// The request id Lambda assigned, when there is one.
+pub fn request_id(req: &Request) -> Option<String> {
+    req.lambda_context_ref()
+        .map(|ctx| ctx.request_id.clone())
+        .filter(|id| !id.is_empty())
+}
+
+/// Status, `code` and caller-facing message of an error. 5xx messages are opaque.
+fn describe(err: &AuthError) -> (StatusCode, &'static str, String) {
+    match err {
+        AuthError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "BAD_REQUEST", msg.clone()),
+        AuthError::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed on this endpoint".into(),
+        ),
+        AuthError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMIT",
+            "too many codes sent to this phone; wait before asking again".into(),
+        ),
+        AuthError::InvalidCode { .. } => (
+            StatusCode::BAD_REQUEST,
+            "INVALID_CODE",
+            "the code is wrong".into(),
+        ),
+        AuthError::ExpiredCode => (
+            StatusCode::UNAUTHORIZED,
+            "EXPIRED_CODE",
+            "no active code for this phone; send a new one".into(),
+        ),
+        AuthError::InvalidRefreshToken => (
+            StatusCode::UNAUTHORIZED,
+            "INVALID_REFRESH_TOKEN",
+            "refresh token is not valid; sign in again".into(),
+        ),
+        AuthError::InvalidToken => (
+            StatusCode::BAD_REQUEST,
+            "INVALID_TOKEN",
+            "supply a valid refresh token".into(),
+        ),
+        AuthError::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the service is temporarily unavailable; try again shortly".into(),
+        ),
+        AuthError::Internal { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error".into(),
+        ),
+    }
+}
+
+/// The one error → response mapping. Logs 5xx causes (chain, no secrets); never puts
+/// internal text in the body.
+pub fn error_response(err: &AuthError, request_id: Option<&str>) -> Response<Body> {
+    let (status, code, message) = describe(err);
+    let mut body = Map::new();
+    body.insert("code".into(), json!(code));
+    body.insert("message".into(), json!(message));
+    let mut retry_after = None;
+    match err {
+        AuthError::RateLimited { retry_after_secs } => retry_after = Some(*retry_after_secs),
+        AuthError::Unavailable { .. } => retry_after = Some(UNAVAILABLE_RETRY_SECONDS),
+        AuthError::InvalidCode { attempts_left } => {
+            body.insert("attemptsLeft".into(), json!(attempts_left));
+        }
+        _ => {}
+    }
+    if let Some(secs) = retry_after {
+        body.insert("retryAfterSeconds".into(), json!(secs));
+    }
+    if let Some(id) = request_id {
+        body.insert("requestId".into(), json!(id));
+    }
+    if status.is_server_error() {
+        tracing::error!(code, error = %crate::telemetry::chain(err), "request failed");
+    }
+    let mut response = json_response(status, &Value::Object(body), CachePolicy::NoStore);
+    let headers = response.headers_mut();
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn body_of(resp: &Response<Body>) -> Value {
+        match resp.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap(),
+            _ => panic!("expected a text body"),
+        }
+    }
+
+    #[test]
+    fn rate_limit_carries_retry_after_in_body_and_header() {
+        let resp = error_response(
+            &AuthError::RateLimited {
+                retry_after_secs: 42,
+            },
+            None,
+        );
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "42");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body = body_of(&resp);
+        assert_eq!(
+            body,
+            json!({"code":"RATE_LIMIT","message":body["message"].clone(),"retryAfterSeconds":42})
+        );
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_out_of_the_body() {
+        let err = AuthError::internal("signing", "secret detail: -----BEGIN PRIVATE KEY-----");
+        let resp = error_response(&err, Some("req-1"));
+        assert_eq!(resp.status(), 500);
+        let text = match resp.body() {
+            Body::Text(t) => t.clone(),
+            _ => String::new(),
+        };
+        assert!(!text.contains("BEGIN"), "{text}");
+        assert_eq!(body_of(&resp)["requestId"], "req-1");
+    }
+
+    #[test]
+    fn unauthorized_answers_carry_www_authenticate() {
+        let resp = error_response(&AuthError::ExpiredCode, None);
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    }
+}

@@ -1,0 +1,303 @@
+//! Test harness: a fresh table and secret on the local AWS stack (moto) per test, the
+//! endpoints built over them with a manual clock, and requests made from `events/`.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use base64::Engine;
+use foodsave_auth::adapters::secrets::SecretCache;
+use foodsave_auth::adapters::{AuthSecret, DynamoDbStore, SnsSmsSender};
+use foodsave_auth::api::Endpoint;
+use foodsave_auth::api::logout::Logout;
+use foodsave_auth::api::otp_send::OtpSend;
+use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::token_refresh::TokenRefresh;
+use foodsave_auth::clock::{ManualClock, SystemClock};
+use foodsave_auth::config::{OtpConfig, TokenConfig};
+use foodsave_auth::devstack;
+use foodsave_auth::ports::Clock;
+use lambda_http::{Body, Request};
+use ring::rand::SecureRandom;
+use serde_json::Value;
+
+/// Counts DynamoDB requests put on the wire (round trips).
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrips(Arc<AtomicUsize>);
+
+impl RoundTrips {
+    pub fn take(&self) -> usize {
+        self.0.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl Intercept for RoundTrips {
+    fn name(&self) -> &'static str {
+        "RoundTrips"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+pub struct Stack {
+    pub aws: SdkConfig,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sm: aws_sdk_secretsmanager::Client,
+    pub table: String,
+    pub secret_id: String,
+    pub endpoint: String,
+    pub clock: Arc<ManualClock>,
+    pub round_trips: RoundTrips,
+    counted_ddb: aws_sdk_dynamodb::Client,
+}
+
+pub fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A phone no other test uses: +77 and ten digits in all.
+pub fn random_phone() -> String {
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut bytes).unwrap();
+    format!("+77{:09}", u64::from_le_bytes(bytes) % 1_000_000_000)
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        let endpoint = devstack::endpoint_url().expect("run the tests through `make test`");
+        let aws = devstack::sdk_config().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&aws);
+        let sm = aws_sdk_secretsmanager::Client::new(&aws);
+        let suffix = random_suffix();
+        let table = format!("auth-test-{suffix}");
+        devstack::create_table(&ddb, &table).await.unwrap();
+        let secret_id = devstack::create_auth_secret(&sm, &format!("auth-test-{suffix}"))
+            .await
+            .unwrap();
+        let round_trips = RoundTrips::default();
+        let counted_ddb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&aws)
+                .interceptor(round_trips.clone())
+                .build(),
+        );
+        Self {
+            aws,
+            ddb,
+            sm,
+            table,
+            secret_id,
+            endpoint,
+            clock: Arc::new(ManualClock::at(SystemClock.now())),
+            round_trips,
+            counted_ddb,
+        }
+    }
+
+    pub fn env(&self, extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Sync + use<> {
+        let mut map: HashMap<String, String> = HashMap::from([
+            ("TABLE_NAME".into(), self.table.clone()),
+            ("AUTH_SECRET_ID".into(), self.secret_id.clone()),
+            (
+                "JWT_ISSUER".into(),
+                "https://auth.test.foodsave.kz/api/v1/auth".into(),
+            ),
+        ]);
+        for (k, v) in extra {
+            map.insert((*k).into(), (*v).into());
+        }
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    pub fn store(&self) -> DynamoDbStore {
+        DynamoDbStore::new(self.counted_ddb.clone(), &self.table)
+    }
+
+    pub async fn secret(&self) -> SecretCache<AuthSecret> {
+        SecretCache::load(
+            self.sm.clone(),
+            self.secret_id.clone(),
+            AuthSecret::parse,
+            self.clock(),
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn otp_send(&self, extra: &[(&str, &str)]) -> OtpSend {
+        let sns = aws_sdk_sns::Client::new(&self.aws);
+        self.otp_send_with_sns(extra, sns).await
+    }
+
+    pub async fn otp_send_with_sns(
+        &self,
+        extra: &[(&str, &str)],
+        sns: aws_sdk_sns::Client,
+    ) -> OtpSend {
+        let otp = OtpConfig::load(&self.env(extra)).unwrap();
+        let sms = SnsSmsSender::new(sns, otp.sms_sender_id.clone());
+        OtpSend::new(self.store(), sms, self.secret().await, otp, self.clock())
+    }
+
+    /// An SNS client whose endpoint refuses connections: every publish fails.
+    pub fn unreachable_sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&self.aws)
+                .endpoint_url("http://127.0.0.1:9")
+                .build(),
+        )
+    }
+
+    pub async fn otp_verify(&self, extra: &[(&str, &str)]) -> OtpVerify {
+        let env = self.env(extra);
+        OtpVerify::new(
+            self.store(),
+            self.secret().await,
+            OtpConfig::load(&env).unwrap(),
+            TokenConfig::load(&env).unwrap(),
+            self.clock(),
+        )
+    }
+
+    pub async fn token_refresh(&self, extra: &[(&str, &str)]) -> TokenRefresh {
+        let env = self.env(extra);
+        TokenRefresh::new(
+            self.store(),
+            self.secret().await,
+            TokenConfig::load(&env).unwrap(),
+            self.clock(),
+        )
+    }
+
+    pub fn logout(&self) -> Logout {
+        Logout::new(self.store(), self.clock())
+    }
+
+    /// Every SMS text moto accepted for `phone`, oldest first.
+    pub async fn sms_to(&self, phone: &str) -> Vec<String> {
+        devstack::sent_sms(&self.endpoint)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.phone_number == phone)
+            .map(|m| m.message)
+            .collect()
+    }
+
+    /// The code in the latest SMS to `phone`.
+    pub async fn last_code(&self, phone: &str) -> String {
+        let texts = self.sms_to(phone).await;
+        let text = texts.last().expect("an SMS was sent");
+        let code = text
+            .strip_prefix("FoodSave code: ")
+            .expect("default SMS text");
+        assert_eq!(code.len(), 6);
+        code.to_owned()
+    }
+
+    /// Every item in the test's table.
+    pub async fn items(&self) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.ddb
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default()
+    }
+}
+
+/// A request built from `events/<name>.json` with another body (None: no body).
+pub fn event_request(name: &str, body: Option<&str>) -> Request {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(format!("{name}.json"));
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    match body {
+        Some(b) => event["body"] = Value::String(b.to_owned()),
+        None => {
+            event.as_object_mut().unwrap().remove("body");
+        }
+    }
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// Same, with the body base64-encoded as API Gateway does for binary media types.
+pub fn event_request_base64(name: &str, body: &str) -> Request {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(format!("{name}.json"));
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["body"] = Value::String(base64::engine::general_purpose::STANDARD.encode(body));
+    event["isBase64Encoded"] = Value::Bool(true);
+    event["headers"]["content-type"] = Value::String("application/octet-stream".into());
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: lambda_http::http::HeaderMap,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn call<E: Endpoint>(endpoint: &E, request: Request) -> Answer {
+    let response = endpoint.handle(request).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = match response.body() {
+        Body::Text(t) => serde_json::from_str(t).unwrap(),
+        Body::Binary(b) => serde_json::from_slice(b).unwrap(),
+        Body::Empty => Value::Null,
+        _ => Value::Null,
+    };
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+pub async fn post<E: Endpoint>(endpoint: &E, event: &str, body: &Value) -> Answer {
+    call(endpoint, event_request(event, Some(&body.to_string()))).await
+}
+
+impl Stack {
+    pub fn clock_secs(&self) -> u64 {
+        self.clock.now().as_secs()
+    }
+}
