@@ -301,3 +301,50 @@ impl Stack {
         self.clock.now().as_secs()
     }
 }
+
+/// Public JWKs of every key in the test's auth secret (what the JWKS would publish).
+pub async fn public_keys(stack: &Stack) -> jsonwebtoken::jwk::JwkSet {
+    let raw = foodsave_auth::adapters::secrets::fetch_secret_string(&stack.sm, &stack.secret_id)
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_str(&raw).unwrap();
+    let keys = doc["signingKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            foodsave_auth::keys::public_jwk_from_pem(
+                k["kid"].as_str().unwrap(),
+                k["privateKeyPem"].as_str().unwrap(),
+            )
+            .unwrap()
+        })
+        .collect::<Vec<_>>();
+    serde_json::from_value(serde_json::json!({ "keys": keys })).unwrap()
+}
+
+/// Verify an access token's signature against `jwks` and return its header and claims.
+pub fn verify_access_token(
+    token: &str,
+    jwks: &jsonwebtoken::jwk::JwkSet,
+) -> (
+    jsonwebtoken::Header,
+    foodsave_auth::adapters::jwt::AccessClaims,
+) {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid in the JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["foodsave"]);
+    validation.set_issuer(&["https://auth.test.foodsave.kz/api/v1/auth"]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<foodsave_auth::adapters::jwt::AccessClaims>(
+        token,
+        &key,
+        &validation,
+    )
+    .expect("signature and claims verify");
+    (data.header, data.claims)
+}
