@@ -22,3 +22,7 @@ test: ## Lint, build once, run every test against a local AWS stack started and 
 .PHONY: fmt
 fmt: ## Format the code
 	cargo fmt --all
+
+.PHONY: dev
+dev: ## Run the API on http://127.0.0.1:3000/api/v1/auth over a local AWS stack (Ctrl-C stops both)
+	local/with-stack.sh cargo run --locked -p local-api

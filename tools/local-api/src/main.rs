@@ -1,0 +1,191 @@
+//! `make dev`: the whole API on http://127.0.0.1:3000 (or `PORT`), on the real paths,
+//! over the local AWS stack. Each HTTP request becomes the API Gateway HTTP API (2.0)
+//! event Lambda would receive, and goes through the same `lambda_http` parsing and the
+//! same handler as in production. SMS that moto accepts are printed to the console.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use foodsave_auth::api::Endpoint;
+use foodsave_auth::api::logout::Logout;
+use foodsave_auth::api::otp_send::OtpSend;
+use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::token_refresh::TokenRefresh;
+use foodsave_auth::clock::SystemClock;
+use foodsave_auth::devstack;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const TABLE: &str = "foodsave-auth-local";
+const AUTH_SECRET: &str = "foodsave-auth-local";
+
+struct Gateway {
+    send: OtpSend,
+    verify: OtpVerify,
+    refresh: TokenRefresh,
+    logout: Logout,
+    endpoint_url: String,
+    sms_seen: Mutex<usize>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    foodsave_auth::telemetry::init();
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let endpoint_url = devstack::endpoint_url()?;
+    let aws = devstack::sdk_config().await;
+
+    devstack::create_table(&aws_sdk_dynamodb::Client::new(&aws), TABLE).await?;
+    devstack::create_auth_secret(&aws_sdk_secretsmanager::Client::new(&aws), AUTH_SECRET).await?;
+
+    let base = format!("http://127.0.0.1:{port}/api/v1/auth");
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    vars.entry("TABLE_NAME".into()).or_insert_with(|| TABLE.into());
+    vars.entry("AUTH_SECRET_ID".into()).or_insert_with(|| AUTH_SECRET.into());
+    vars.entry("JWT_ISSUER".into()).or_insert_with(|| base.clone());
+    let env = move |name: &str| vars.get(name).cloned();
+    let clock = Arc::new(SystemClock);
+
+    let gateway = Arc::new(Gateway {
+        send: OtpSend::init(&aws, &env, clock.clone()).await?,
+        verify: OtpVerify::init(&aws, &env, clock.clone()).await?,
+        refresh: TokenRefresh::init(&aws, &env, clock.clone()).await?,
+        logout: Logout::init(&aws, &env, clock).await?,
+        endpoint_url,
+        sms_seen: Mutex::new(0),
+    });
+
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    println!("FoodSave Auth local API on {base}");
+    println!("  POST {base}/otp/send      {{\"phone\":\"+77001234567\"}}");
+    println!("  POST {base}/otp/verify    {{\"phone\":\"+77001234567\",\"code\":\"<from the SMS below>\"}}");
+    println!("  POST {base}/token/refresh {{\"refreshToken\":\"...\"}}");
+    println!("  POST {base}/logout        {{\"refreshToken\":\"...\"}}");
+    println!("SMS texts appear here. Ctrl-C stops the API and the local AWS stack.");
+
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gateway = Arc::clone(&gateway);
+                async move { Ok::<_, Infallible>(gateway.serve(req).await) }
+            });
+            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %err, "connection closed");
+            }
+        });
+    }
+}
+
+impl Gateway {
+    async fn serve(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let path = parts.uri.path().to_owned();
+        let event = gateway_event(&parts, &body);
+        let request = match lambda_http::request::from_str(&event.to_string()) {
+            Ok(request) => request,
+            Err(_) => return plain(400, r#"{"code":"BAD_REQUEST","message":"request could not be read"}"#),
+        };
+        let response = match path.as_str() {
+            "/api/v1/auth/otp/send" => self.send.handle(request).await,
+            "/api/v1/auth/otp/verify" => self.verify.handle(request).await,
+            "/api/v1/auth/token/refresh" => self.refresh.handle(request).await,
+            "/api/v1/auth/logout" => self.logout.handle(request).await,
+            _ => return plain(404, r#"{"code":"NOT_FOUND","message":"no such route"}"#),
+        };
+        if path.ends_with("/otp/send") {
+            self.print_new_sms().await;
+        }
+        to_hyper(response)
+    }
+
+    async fn print_new_sms(&self) {
+        let Ok(all) = devstack::sent_sms(&self.endpoint_url).await else {
+            return;
+        };
+        let mut seen = self.sms_seen.lock().await;
+        for sms in all.iter().skip(*seen) {
+            println!("SMS to {}: {}", sms.phone_number, sms.message);
+        }
+        *seen = all.len();
+    }
+}
+
+/// The API Gateway HTTP API (payload 2.0) event for a request.
+fn gateway_event(parts: &hyper::http::request::Parts, body: &Bytes) -> Value {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            headers.insert(name.as_str().to_owned(), json!(v));
+        }
+    }
+    let path = parts.uri.path();
+    let method = parts.method.as_str();
+    let (body, is_base64) = match std::str::from_utf8(body) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
+    };
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": "127.0.0.1",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "" },
+            "requestId": "local",
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "",
+            "timeEpoch": 0
+        },
+        "isBase64Encoded": is_base64
+    });
+    if !body.is_empty()
+        && let Some(fields) = event.as_object_mut()
+    {
+        fields.insert("body".into(), json!(body));
+    }
+    event
+}
+
+fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+fn plain(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    response
+        .headers_mut()
+        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
