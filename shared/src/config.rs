@@ -221,6 +221,13 @@ impl TokenConfig {
     }
 }
 
+impl TokenConfig {
+    /// `ACCESS_TOKEN_TTL_SECONDS` alone, for the key rotation's retention rule.
+    pub fn access_ttl(env: &dyn Env) -> Result<u64, ConfigError> {
+        positive(env, "ACCESS_TOKEN_TTL_SECONDS", 3600).map(|v| u64::from(v.get()))
+    }
+}
+
 /// `JWT_ISSUER`: an absolute http(s) URL; a trailing slash is dropped so that
 /// `jwks_uri` = issuer + `/.well-known/jwks.json` has exactly one slash.
 pub fn issuer(env: &dyn Env) -> Result<String, ConfigError> {

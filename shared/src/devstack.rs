@@ -205,34 +205,37 @@ pub fn endpoint_url() -> Result<String, BoxError> {
     })
 }
 
-/// Create an auth secret named `name` holding a fresh pepper and one signing key,
-/// active at once. Returns the secret's name.
-pub async fn create_auth_secret(
+/// Create the auth secret `auth_name` empty and the public JWKS secret `jwks_name` with
+/// an empty set, then run the four rotation steps on the auth secret, as Secrets Manager
+/// does right after the first deploy (`RotateImmediatelyOnUpdate`): a pepper and a first
+/// key, active at once, published in the JWKS secret.
+pub async fn create_secrets(
     client: &aws_sdk_secretsmanager::Client,
-    name: &str,
-) -> Result<String, BoxError> {
-    use base64::Engine;
-    use ring::rand::SecureRandom;
-    use secrecy::ExposeSecret;
-    let key = crate::keys::generate_signing_key()?;
-    let mut pepper = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut pepper)
-        .map_err(|_| "random source failed")?;
-    let doc = serde_json::json!({
-        "otpPepper": base64::engine::general_purpose::STANDARD.encode(pepper),
-        "signingKeys": [{
-            "kid": key.kid,
-            "privateKeyPem": key.private_key_pem.expose_secret(),
-            "activeFrom": 0
-        }]
-    });
+    auth_name: &str,
+    jwks_name: &str,
+    clock: std::sync::Arc<dyn crate::ports::Clock>,
+) -> Result<crate::rotation::KeyRotation, BoxError> {
+    let sm = |e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
     client
         .create_secret()
-        .name(name)
-        .secret_string(doc.to_string())
+        .name(jwks_name)
+        .secret_string(r#"{"keys":[]}"#)
+        .send()
+        .await
+        .map_err(sm)?;
+    client
+        .create_secret()
+        .name(auth_name)
         .send()
         .await
         .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
-    Ok(name.to_owned())
+    let rotation = crate::rotation::KeyRotation::new(
+        client.clone(),
+        Some(auth_name.to_owned()),
+        jwks_name.to_owned(),
+        3600,
+        clock,
+    );
+    rotation.rotate_now(auth_name).await?;
+    Ok(rotation)
 }

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod http;
 pub mod keys;
 pub mod ports;
+pub mod rotation;
 pub mod runtime;
 pub mod telemetry;
 

@@ -29,3 +29,48 @@ pub async fn serve<E: Endpoint>() -> Result<(), lambda_http::Error> {
     }))
     .await
 }
+
+/// The rotation function: Secrets Manager rotation steps and the emergency revocation.
+/// Needs `JWKS_SECRET_ID`; `AUTH_SECRET_ID` (for revocation) and
+/// `ACCESS_TOKEN_TTL_SECONDS` (for retiring keys) are read when set.
+pub async fn serve_rotation() -> Result<(), lambda_http::Error> {
+    use crate::config::{ConfigError, Env, TokenConfig};
+    use crate::rotation::{KeyRotation, RotationRequest};
+    use lambda_http::LambdaEvent;
+
+    crate::telemetry::init();
+    let env = ProcessEnv;
+    let jwks_secret_id = match env.get("JWKS_SECRET_ID").filter(|v| !v.trim().is_empty()) {
+        Some(id) => id,
+        None => {
+            let err = ConfigError::Missing("JWKS_SECRET_ID");
+            tracing::error!(function = "key-rotation", error = %err, "init failed");
+            return Err(err.into());
+        }
+    };
+    let access_ttl = match TokenConfig::access_ttl(&env) {
+        Ok(ttl) => ttl,
+        Err(err) => {
+            tracing::error!(function = "key-rotation", error = %err, "init failed");
+            return Err(err.into());
+        }
+    };
+    let aws = load_sdk_config().await;
+    let rotation = KeyRotation::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        env.get("AUTH_SECRET_ID").filter(|v| !v.trim().is_empty()),
+        jwks_secret_id,
+        access_ttl,
+        Arc::new(SystemClock),
+    );
+    let rotation = &rotation;
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |event: LambdaEvent<RotationRequest>| async move {
+            rotation.handle(event.payload).await.map_err(|err| {
+                tracing::error!(error = %crate::telemetry::chain(&err), "rotation failed");
+                lambda_http::Error::from(err)
+            })
+        },
+    ))
+    .await
+}

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
@@ -12,7 +11,7 @@ use crate::adapters::DynamoDbStore;
 use crate::config::{Env, StoreConfig};
 use crate::domain::session::may_log_out;
 use crate::domain::{AuthError, RefreshToken};
-use crate::http::{json_object, refresh_token_field, require_method};
+use crate::http::{json_object, refresh_token_field, require_post};
 use crate::ports::Clock;
 
 pub struct Logout {
@@ -26,7 +25,7 @@ impl Logout {
     }
 
     async fn logout(&self, req: &Request) -> Result<Value, AuthError> {
-        require_method(req, &Method::POST)?;
+        require_post(req)?;
         let body = json_object(req)?;
         let presented = RefreshToken::parse(refresh_token_field(&body)?)
             .map_err(|_| AuthError::InvalidToken)?;

@@ -2,6 +2,7 @@
 //! Each endpoint is built once per container ([`Endpoint::init`]) and then serves every
 //! request of that container.
 
+pub mod jwks;
 pub mod logout;
 pub mod otp_send;
 pub mod otp_verify;

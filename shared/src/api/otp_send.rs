@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use ring::rand::SystemRandom;
 use serde_json::{Value, json};
@@ -16,7 +15,7 @@ use crate::domain::otp::{ActiveCode, SendPolicy};
 use crate::domain::{
     AuthError, CodeMac, OtpCode, OtpState, PhoneNumber, SendOutcome, UnixMillis, random_id,
 };
-use crate::http::{json_object, require_method, string_field};
+use crate::http::{json_object, require_post, string_field};
 use crate::ports::{Clock, SmsError, SmsSender, StoreError};
 
 pub struct OtpSend {
@@ -54,7 +53,7 @@ impl OtpSend {
     }
 
     async fn send(&self, req: &Request) -> Result<Value, AuthError> {
-        require_method(req, &Method::POST)?;
+        require_post(req)?;
         let body = json_object(req)?;
         let phone = PhoneNumber::parse(string_field(&body, "phone")?)
             .map_err(|_| AuthError::bad_request("phone: must be +7 followed by 10 digits"))?;

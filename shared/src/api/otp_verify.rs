@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use ring::rand::SystemRandom;
 use serde_json::Value;
@@ -19,7 +18,7 @@ use crate::domain::{
     AuthError, OtpCode, PhoneNumber, RefreshToken, Session, StoredRefreshToken, VerifyOutcome,
     random_id,
 };
-use crate::http::{json_object, require_method, string_field};
+use crate::http::{json_object, require_post, string_field};
 use crate::ports::{Clock, StoreError};
 
 pub struct OtpVerify {
@@ -52,7 +51,7 @@ impl OtpVerify {
     }
 
     async fn verify(&self, req: &Request) -> Result<Value, AuthError> {
-        require_method(req, &Method::POST)?;
+        require_post(req)?;
         let body = json_object(req)?;
         let phone = PhoneNumber::parse(string_field(&body, "phone")?)
             .map_err(|_| AuthError::bad_request("phone: must be +7 followed by 10 digits"))?;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use ring::rand::SystemRandom;
 use serde_json::Value;
@@ -17,7 +16,7 @@ use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
 use crate::config::{Env, SecretConfig, StoreConfig, TokenConfig};
 use crate::domain::session::decide_refresh;
 use crate::domain::{AuthError, RefreshDecision, RefreshToken, StoredRefreshToken};
-use crate::http::{json_object, refresh_token_field, require_method};
+use crate::http::{json_object, refresh_token_field, require_post};
 use crate::ports::{Clock, StoreError};
 
 pub struct TokenRefresh {
@@ -47,7 +46,7 @@ impl TokenRefresh {
     }
 
     async fn refresh(&self, req: &Request) -> Result<Value, AuthError> {
-        require_method(req, &Method::POST)?;
+        require_post(req)?;
         let body = json_object(req)?;
         let presented = RefreshToken::parse(refresh_token_field(&body)?)
             .map_err(|_| AuthError::InvalidRefreshToken)?;

@@ -11,7 +11,9 @@ pub enum AuthError {
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
+    #[error("no such resource")]
+    NotFound,
     #[error("send rate limit reached; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("wrong code; {attempts_left} attempts left")]

@@ -21,11 +21,11 @@ pub enum CachePolicy {
     Public { max_age: u32 },
 }
 
-pub fn require_method(req: &Request, method: &lambda_http::http::Method) -> Result<(), AuthError> {
-    if req.method() == method {
+pub fn require_post(req: &Request) -> Result<(), AuthError> {
+    if req.method() == lambda_http::http::Method::POST {
         Ok(())
     } else {
-        Err(AuthError::MethodNotAllowed)
+        Err(AuthError::MethodNotAllowed { allow: "POST" })
     }
 }
 
@@ -108,7 +108,12 @@ pub fn request_id(req: &Request) -> Option<String> {
 fn describe(err: &AuthError) -> (StatusCode, &'static str, String) {
     match err {
         AuthError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "BAD_REQUEST", msg.clone()),
-        AuthError::MethodNotAllowed => (
+        AuthError::NotFound => (
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such resource".into(),
+        ),
+        AuthError::MethodNotAllowed { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
             "method not allowed on this endpoint".into(),
@@ -184,8 +189,8 @@ pub fn error_response(err: &AuthError, request_id: Option<&str>) -> Response<Bod
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    if let AuthError::MethodNotAllowed { allow } = err {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     response
 }

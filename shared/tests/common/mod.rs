@@ -19,6 +19,7 @@ use base64::Engine;
 use foodsave_auth::adapters::secrets::SecretCache;
 use foodsave_auth::adapters::{AuthSecret, DynamoDbStore, SnsSmsSender};
 use foodsave_auth::api::Endpoint;
+use foodsave_auth::api::jwks::Jwks;
 use foodsave_auth::api::logout::Logout;
 use foodsave_auth::api::otp_send::OtpSend;
 use foodsave_auth::api::otp_verify::OtpVerify;
@@ -27,6 +28,7 @@ use foodsave_auth::clock::{ManualClock, SystemClock};
 use foodsave_auth::config::{OtpConfig, TokenConfig};
 use foodsave_auth::devstack;
 use foodsave_auth::ports::Clock;
+use foodsave_auth::rotation::KeyRotation;
 use lambda_http::{Body, Request};
 use ring::rand::SecureRandom;
 use serde_json::Value;
@@ -63,6 +65,8 @@ pub struct Stack {
     pub sm: aws_sdk_secretsmanager::Client,
     pub table: String,
     pub secret_id: String,
+    pub jwks_secret_id: String,
+    pub rotation: KeyRotation,
     pub endpoint: String,
     pub clock: Arc<ManualClock>,
     pub round_trips: RoundTrips,
@@ -91,7 +95,10 @@ impl Stack {
         let suffix = random_suffix();
         let table = format!("auth-test-{suffix}");
         devstack::create_table(&ddb, &table).await.unwrap();
-        let secret_id = devstack::create_auth_secret(&sm, &format!("auth-test-{suffix}"))
+        let secret_id = format!("auth-test-{suffix}");
+        let jwks_secret_id = format!("jwks-test-{suffix}");
+        let clock = Arc::new(ManualClock::at(SystemClock.now()));
+        let rotation = devstack::create_secrets(&sm, &secret_id, &jwks_secret_id, clock.clone())
             .await
             .unwrap();
         let round_trips = RoundTrips::default();
@@ -106,8 +113,10 @@ impl Stack {
             sm,
             table,
             secret_id,
+            jwks_secret_id,
+            rotation,
             endpoint,
-            clock: Arc::new(ManualClock::at(SystemClock.now())),
+            clock,
             round_trips,
             counted_ddb,
         }
@@ -117,6 +126,7 @@ impl Stack {
         let mut map: HashMap<String, String> = HashMap::from([
             ("TABLE_NAME".into(), self.table.clone()),
             ("AUTH_SECRET_ID".into(), self.secret_id.clone()),
+            ("JWKS_SECRET_ID".into(), self.jwks_secret_id.clone()),
             (
                 "JWT_ISSUER".into(),
                 "https://auth.test.foodsave.kz/api/v1/auth".into(),
@@ -190,6 +200,12 @@ impl Stack {
             TokenConfig::load(&env).unwrap(),
             self.clock(),
         )
+    }
+
+    pub async fn jwks(&self) -> Jwks {
+        Jwks::init(&self.aws, &self.env(&[]), self.clock())
+            .await
+            .unwrap()
     }
 
     pub fn logout(&self) -> Logout {
@@ -302,25 +318,11 @@ impl Stack {
     }
 }
 
-/// Public JWKs of every key in the test's auth secret (what the JWKS would publish).
+/// The JWK Set as the `jwks` function serves it (a fresh container, so no cache).
 pub async fn public_keys(stack: &Stack) -> jsonwebtoken::jwk::JwkSet {
-    let raw = foodsave_auth::adapters::secrets::fetch_secret_string(&stack.sm, &stack.secret_id)
-        .await
-        .unwrap();
-    let doc: Value = serde_json::from_str(&raw).unwrap();
-    let keys = doc["signingKeys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            foodsave_auth::keys::public_jwk_from_pem(
-                k["kid"].as_str().unwrap(),
-                k["privateKeyPem"].as_str().unwrap(),
-            )
-            .unwrap()
-        })
-        .collect::<Vec<_>>();
-    serde_json::from_value(serde_json::json!({ "keys": keys })).unwrap()
+    let answer = call(&stack.jwks().await, event_request("jwks", None)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    serde_json::from_value(answer.body).unwrap()
 }
 
 /// Verify an access token's signature against `jwks` and return its header and claims.

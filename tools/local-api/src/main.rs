@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use foodsave_auth::api::Endpoint;
+use foodsave_auth::api::jwks::Jwks;
 use foodsave_auth::api::logout::Logout;
 use foodsave_auth::api::otp_send::OtpSend;
 use foodsave_auth::api::otp_verify::OtpVerify;
@@ -29,12 +30,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const TABLE: &str = "foodsave-auth-local";
 const AUTH_SECRET: &str = "foodsave-auth-local";
+const JWKS_SECRET: &str = "foodsave-auth-local-jwks";
 
 struct Gateway {
     send: OtpSend,
     verify: OtpVerify,
     refresh: TokenRefresh,
     logout: Logout,
+    jwks: Jwks,
     endpoint_url: String,
     sms_seen: Mutex<usize>,
 }
@@ -42,26 +45,42 @@ struct Gateway {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     foodsave_auth::telemetry::init();
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let endpoint_url = devstack::endpoint_url()?;
     let aws = devstack::sdk_config().await;
 
     devstack::create_table(&aws_sdk_dynamodb::Client::new(&aws), TABLE).await?;
-    devstack::create_auth_secret(&aws_sdk_secretsmanager::Client::new(&aws), AUTH_SECRET).await?;
+    let clock = Arc::new(SystemClock);
+    // Keys the way a deploy gets them: the rotation function's four steps.
+    devstack::create_secrets(
+        &aws_sdk_secretsmanager::Client::new(&aws),
+        AUTH_SECRET,
+        JWKS_SECRET,
+        clock.clone(),
+    )
+    .await?;
 
     let base = format!("http://127.0.0.1:{port}/api/v1/auth");
     let mut vars: HashMap<String, String> = std::env::vars().collect();
-    vars.entry("TABLE_NAME".into()).or_insert_with(|| TABLE.into());
-    vars.entry("AUTH_SECRET_ID".into()).or_insert_with(|| AUTH_SECRET.into());
-    vars.entry("JWT_ISSUER".into()).or_insert_with(|| base.clone());
+    vars.entry("TABLE_NAME".into())
+        .or_insert_with(|| TABLE.into());
+    vars.entry("AUTH_SECRET_ID".into())
+        .or_insert_with(|| AUTH_SECRET.into());
+    vars.entry("JWKS_SECRET_ID".into())
+        .or_insert_with(|| JWKS_SECRET.into());
+    vars.entry("JWT_ISSUER".into())
+        .or_insert_with(|| base.clone());
     let env = move |name: &str| vars.get(name).cloned();
-    let clock = Arc::new(SystemClock);
 
     let gateway = Arc::new(Gateway {
         send: OtpSend::init(&aws, &env, clock.clone()).await?,
         verify: OtpVerify::init(&aws, &env, clock.clone()).await?,
         refresh: TokenRefresh::init(&aws, &env, clock.clone()).await?,
-        logout: Logout::init(&aws, &env, clock).await?,
+        logout: Logout::init(&aws, &env, clock.clone()).await?,
+        jwks: Jwks::init(&aws, &env, clock).await?,
         endpoint_url,
         sms_seen: Mutex::new(0),
     });
@@ -69,9 +88,13 @@ async fn main() -> Result<(), BoxError> {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("FoodSave Auth local API on {base}");
     println!("  POST {base}/otp/send      {{\"phone\":\"+77001234567\"}}");
-    println!("  POST {base}/otp/verify    {{\"phone\":\"+77001234567\",\"code\":\"<from the SMS below>\"}}");
+    println!(
+        "  POST {base}/otp/verify    {{\"phone\":\"+77001234567\",\"code\":\"<from the SMS below>\"}}"
+    );
     println!("  POST {base}/token/refresh {{\"refreshToken\":\"...\"}}");
     println!("  POST {base}/logout        {{\"refreshToken\":\"...\"}}");
+    println!("  GET  {base}/.well-known/jwks.json");
+    println!("  GET  {base}/.well-known/openid-configuration");
     println!("SMS texts appear here. Ctrl-C stops the API and the local AWS stack.");
 
     loop {
@@ -85,7 +108,10 @@ async fn main() -> Result<(), BoxError> {
                 let gateway = Arc::clone(&gateway);
                 async move { Ok::<_, Infallible>(gateway.serve(req).await) }
             });
-            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %err, "connection closed");
             }
         });
@@ -103,13 +129,20 @@ impl Gateway {
         let event = gateway_event(&parts, &body);
         let request = match lambda_http::request::from_str(&event.to_string()) {
             Ok(request) => request,
-            Err(_) => return plain(400, r#"{"code":"BAD_REQUEST","message":"request could not be read"}"#),
+            Err(_) => {
+                return plain(
+                    400,
+                    r#"{"code":"BAD_REQUEST","message":"request could not be read"}"#,
+                );
+            }
         };
         let response = match path.as_str() {
             "/api/v1/auth/otp/send" => self.send.handle(request).await,
             "/api/v1/auth/otp/verify" => self.verify.handle(request).await,
             "/api/v1/auth/token/refresh" => self.refresh.handle(request).await,
             "/api/v1/auth/logout" => self.logout.handle(request).await,
+            "/api/v1/auth/.well-known/jwks.json"
+            | "/api/v1/auth/.well-known/openid-configuration" => self.jwks.handle(request).await,
             _ => return plain(404, r#"{"code":"NOT_FOUND","message":"no such route"}"#),
         };
         if path.ends_with("/otp/send") {
@@ -183,9 +216,11 @@ fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> hyper::Respon
 
 fn plain(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
     let mut response = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }
