@@ -399,7 +399,11 @@ impl KeyRotation {
         let kids: Vec<&str> = published
             .get("keys")
             .and_then(Value::as_array)
-            .map(|keys| keys.iter().filter_map(|k| k.get("kid").and_then(Value::as_str)).collect())
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k.get("kid").and_then(Value::as_str))
+                    .collect()
+            })
             .unwrap_or_default();
         if let Some(missing) = pending
             .signing_keys
@@ -422,32 +426,40 @@ impl KeyRotation {
             .send()
             .await
             .map_err(sm_error)?;
-        let current = described.version_ids_to_stages().and_then(|versions| {
+        let versions = described.version_ids_to_stages();
+        let stages_of = |version: &str| -> Vec<String> {
             versions
-                .iter()
+                .and_then(|v| v.get(version))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let current = versions.and_then(|v| {
+            v.iter()
                 .find(|(_, stages)| stages.iter().any(|s| s == AWSCURRENT))
                 .map(|(version, _)| version.clone())
         });
-        if current.as_deref() == Some(token) {
-            return Ok(());
+        if current.as_deref() != Some(token) {
+            self.client
+                .update_secret_version_stage()
+                .secret_id(id)
+                .version_stage(AWSCURRENT)
+                .move_to_version_id(token)
+                .set_remove_from_version_id(current)
+                .send()
+                .await
+                .map_err(sm_error)?;
         }
-        self.client
-            .update_secret_version_stage()
-            .secret_id(id)
-            .version_stage(AWSCURRENT)
-            .move_to_version_id(token)
-            .set_remove_from_version_id(current)
-            .send()
-            .await
-            .map_err(sm_error)?;
-        self.client
-            .update_secret_version_stage()
-            .secret_id(id)
-            .version_stage(AWSPENDING)
-            .remove_from_version_id(token)
-            .send()
-            .await
-            .map_err(sm_error)?;
+        // The first version of a secret is made AWSCURRENT by PutSecretValue itself.
+        if stages_of(token).iter().any(|s| s == AWSPENDING) {
+            self.client
+                .update_secret_version_stage()
+                .secret_id(id)
+                .version_stage(AWSPENDING)
+                .remove_from_version_id(token)
+                .send()
+                .await
+                .map_err(sm_error)?;
+        }
         tracing::info!(secret = %id, "rotation finished");
         Ok(())
     }

@@ -160,6 +160,7 @@ pub async fn fetch_secret_string(client: &Client, id: &str) -> Result<String, Se
     let out = client
         .get_secret_value()
         .secret_id(id)
+        .version_stage("AWSCURRENT")
         .send()
         .await
         .map_err(|e| SecretError::Unavailable {

@@ -350,3 +350,13 @@ pub fn verify_access_token(
     .expect("signature and claims verify");
     (data.header, data.claims)
 }
+
+pub trait NowMillis {
+    fn now_millis(&self) -> foodsave_auth::domain::UnixMillis;
+}
+
+impl NowMillis for ManualClock {
+    fn now_millis(&self) -> foodsave_auth::domain::UnixMillis {
+        self.now()
+    }
+}
