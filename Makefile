@@ -17,7 +17,9 @@ test: ## Lint, build once, run every test against a local AWS stack started and 
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo build --workspace --all-targets --locked
-	local/with-stack.sh cargo test --workspace --locked -- --test-threads=4
+	@mkdir -p target
+	@set -o pipefail; local/with-stack.sh cargo test --workspace --locked --no-fail-fast -- --test-threads=4 2>&1 \
+	  | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
 
 .PHONY: fmt
 fmt: ## Format the code
