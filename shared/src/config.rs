@@ -174,6 +174,13 @@ impl OtpConfig {
     }
 }
 
+impl OtpConfig {
+    /// `OTP_MAX_ATTEMPTS` alone: all that verification needs of the OTP settings.
+    pub fn max_attempts(env: &dyn Env) -> Result<NonZeroU32, ConfigError> {
+        positive(env, "OTP_MAX_ATTEMPTS", 5)
+    }
+}
+
 /// The SMS text with exactly one `{code}` placeholder.
 #[derive(Clone)]
 pub struct SmsTemplate(String);
@@ -243,11 +250,14 @@ pub fn issuer(env: &dyn Env) -> Result<String, ConfigError> {
     Ok(trimmed)
 }
 
-/// Decode the standard base64 used for the pepper in the secret.
+/// Decode the pepper's base64: standard, and for robustness also without padding or in
+/// the URL-safe alphabet.
 pub(crate) fn decode_base64(raw: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(raw.trim())
-        .ok()
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let raw = raw.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(raw).ok())
 }
 
 #[cfg(test)]

@@ -306,6 +306,30 @@ impl DynamoDbStore {
 
     // ---- sessions and refresh tokens -------------------------------------------------
 
+    /// Store a new session with its first refresh token, outside a login (imports,
+    /// fixtures). One transaction; [`StoreError::Conflict`] if either exists.
+    pub async fn insert_session(
+        &self,
+        session: &Session,
+        token: &StoredRefreshToken,
+    ) -> Result<(), StoreError> {
+        let items = [
+            TransactWriteItem::builder()
+                .put(self.put_new(session_item(session))?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(self.put_new(token_item(token))?)
+                .build(),
+        ];
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items.into()))
+            .send()
+            .await
+            .map_err(transaction_error)?;
+        Ok(())
+    }
+
     /// The presented token's record and its session. One round trip.
     pub async fn load_refresh(
         &self,

@@ -1,5 +1,6 @@
 //! POST /otp/verify (CONTRACT §1, §2, §4): trade a code for a token pair.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -24,7 +25,7 @@ use crate::ports::{Clock, StoreError};
 pub struct OtpVerify {
     store: DynamoDbStore,
     secret: SecretCache<AuthSecret>,
-    otp: OtpConfig,
+    max_attempts: NonZeroU32,
     tokens: TokenConfig,
     issuer: JwtIssuer,
     clock: Arc<dyn Clock>,
@@ -35,14 +36,14 @@ impl OtpVerify {
     pub fn new(
         store: DynamoDbStore,
         secret: SecretCache<AuthSecret>,
-        otp: OtpConfig,
+        max_attempts: NonZeroU32,
         tokens: TokenConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             secret,
-            otp,
+            max_attempts,
             issuer: JwtIssuer::new(tokens.clone()),
             tokens,
             clock,
@@ -61,7 +62,7 @@ impl OtpVerify {
         let pepper = secret
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
-        let max_attempts = self.otp.max_attempts.get();
+        let max_attempts = self.max_attempts.get();
 
         for _ in 0..MAX_WRITE_RACES {
             let now = self.clock.now();
@@ -140,7 +141,7 @@ impl Endpoint for OtpVerify {
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
         let secret = SecretConfig::load(env)?;
-        let otp = OtpConfig::load(env)?;
+        let max_attempts = OtpConfig::max_attempts(env)?;
         let tokens = TokenConfig::load(env)?;
         let secret = SecretCache::load(
             aws_sdk_secretsmanager::Client::new(aws),
@@ -153,7 +154,7 @@ impl Endpoint for OtpVerify {
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,
-            otp,
+            max_attempts,
             tokens,
             clock,
         ))

@@ -186,7 +186,7 @@ impl Stack {
         OtpVerify::new(
             self.store(),
             self.secret().await,
-            OtpConfig::load(&env).unwrap(),
+            OtpConfig::max_attempts(&env).unwrap(),
             TokenConfig::load(&env).unwrap(),
             self.clock(),
         )
