@@ -13,13 +13,24 @@ venv: ## Create .venv with the pinned local AWS stack (moto)
 	@local/setup-venv.sh
 
 .PHONY: test
-test: ## Lint, build once, run every test against a local AWS stack started and stopped here
+test: ## Everything CI runs: lint, infra checks + sam build, build once, every test on a local AWS stack
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	local/check-infra.sh
 	cargo build --workspace --all-targets --locked
 	@mkdir -p target
 	@set -o pipefail; local/with-stack.sh cargo test --workspace --locked --no-fail-fast -- --test-threads=4 2>&1 \
 	  | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
+
+.PHONY: infra
+infra: ## sam validate --lint, cfn-lint, checkov and sam build (pinned tools in .venv-sam, .venv-checkov)
+	local/check-infra.sh
+
+.PHONY: invoke
+invoke: ## Run one sample event through its function's Lambda runtime: make invoke EVENT=otp-send
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=<name of a file in events/ without .json>"; exit 2; }
+	cargo build --locked --workspace --bins
+	local/with-stack.sh cargo run --locked -q -p local-api -- --invoke events/$(EVENT).json
 
 .PHONY: fmt
 fmt: ## Format the code

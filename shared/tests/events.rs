@@ -11,12 +11,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::random_suffix;
 use foodsave_auth::adapters::AuthSecret;
@@ -24,28 +20,14 @@ use foodsave_auth::adapters::DynamoDbStore;
 use foodsave_auth::adapters::secrets::fetch_secret_string;
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::devstack;
+use foodsave_auth::devstack::lambda_runtime::{self, Posted, function_binary, function_of};
 use foodsave_auth::domain::otp::ActiveCode;
 use foodsave_auth::domain::session::SessionId;
 use foodsave_auth::domain::{
     CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, StoredRefreshToken,
 };
 use foodsave_auth::ports::Clock;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
-use tokio::sync::{Mutex, mpsc};
-
-const FUNCTIONS: [&str; 6] = [
-    "otp-send",
-    "otp-verify",
-    "token-refresh",
-    "logout",
-    "jwks",
-    "key-rotation",
-];
 
 /// What each event must produce, in the order they run (sends after the verifies that
 /// share nothing with them; the fourth send of one phone is the rate-limited one).
@@ -82,147 +64,13 @@ enum Outcome {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    devstack::workspace_root()
 }
 
-fn binary(name: &str) -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the functions first (`cargo build --workspace`, as `make test` does)",
-        path.display()
-    );
-    path
-}
-
-fn function_of(event: &str) -> &'static str {
-    FUNCTIONS
-        .iter()
-        .filter(|f| event == **f || event.starts_with(&format!("{f}-")))
-        .max_by_key(|f| f.len())
-        .copied()
-        .unwrap_or_else(|| panic!("events/{event}.json names no function"))
-}
-
-/// What the function posted to the Runtime API.
-#[derive(Debug)]
-enum Posted {
-    Response(Value),
-    /// An invocation error (`/invocation/{id}/error`) or an init error (`/init/error`).
-    Error(Value),
-}
-
-/// Serve the Lambda Runtime API for one invocation of `event` on a free port.
-async fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = mpsc::channel(4);
-    let pending = Arc::new(Mutex::new(Some(event)));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (tx, pending) = (tx.clone(), Arc::clone(&pending));
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let (tx, pending) = (tx.clone(), Arc::clone(&pending));
-                    async move { Ok::<_, Infallible>(runtime_route(req, tx, pending).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, rx)
-}
-
-async fn runtime_route(
-    req: hyper::Request<Incoming>,
-    tx: mpsc::Sender<Posted>,
-    pending: Arc<Mutex<Option<Value>>>,
-) -> hyper::Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    if path.ends_with("/runtime/invocation/next") {
-        let Some(event) = pending.lock().await.take() else {
-            // One invocation only: the next poll waits until the process is stopped.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            return hyper::Response::new(Full::new(Bytes::new()));
-        };
-        let deadline = SystemClock.now().as_millis() + 30_000;
-        return hyper::Response::builder()
-            .header(
-                "lambda-runtime-aws-request-id",
-                "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
-            )
-            .header("lambda-runtime-deadline-ms", deadline.to_string())
-            .header(
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:foodsave-auth",
-            )
-            .header(
-                "lambda-runtime-trace-id",
-                "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1",
-            )
-            .body(Full::new(Bytes::from(event.to_string())))
-            .unwrap();
-    }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let posted = if path.ends_with("/response") {
-        Posted::Response(value)
-    } else {
-        Posted::Error(value)
-    };
-    let _ = tx.send(posted).await;
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-    *response.status_mut() = hyper::StatusCode::ACCEPTED;
-    response
-}
-
-/// Run one function binary for one event; returns what it posted and what it logged.
-async fn invoke(function: &str, event: Value, env: &HashMap<&str, String>) -> (Posted, String) {
-    let (addr, mut rx) = runtime_api(event).await;
-    let mut child = tokio::process::Command::new(binary(function))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("AWS_LAMBDA_RUNTIME_API", &addr)
-        .env("AWS_LAMBDA_FUNCTION_NAME", function)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "events-test")
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{function}"),
-        )
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let posted = tokio::select! {
-        posted = rx.recv() => posted.expect("runtime API channel open"),
-        status = child.wait() => panic!("{function} exited before answering: {status:?}"),
-        _ = tokio::time::sleep(Duration::from_secs(60)) => panic!("{function} did not answer in 60 s"),
-    };
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
-    let mut logs = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_string(&mut logs).await.unwrap();
-    }
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_string(&mut logs).await.unwrap();
-    }
-    (posted, logs)
+async fn invoke(function: &str, event: Value, env: &[(String, String)]) -> (Posted, String) {
+    let binary = function_binary(function).unwrap();
+    let invocation = lambda_runtime::invoke(&binary, event, env).await.unwrap();
+    (invocation.posted, invocation.logs)
 }
 
 fn read_event(name: &str) -> Value {
@@ -308,7 +156,7 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth_secret).await.unwrap()).unwrap();
     seed(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
 
-    let env: HashMap<&str, String> = HashMap::from([
+    let env: Vec<(String, String)> = [
         ("TABLE_NAME", table.clone()),
         ("AUTH_SECRET_ID", auth_secret.clone()),
         ("JWKS_SECRET_ID", jwks_secret.clone()),
@@ -316,14 +164,19 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
             "JWT_ISSUER",
             "https://api.foodsave.kz/api/v1/auth".to_owned(),
         ),
-    ]);
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     let mut secrets_in_events: Vec<String> = vec!["123456".into(), "654321".into()];
     for event in ["token-refresh", "logout"] {
         secrets_in_events.push(body_field(&read_event(event), "refreshToken"));
     }
 
     for (name, expected) in EXPECTED {
-        let function = function_of(name);
+        let function =
+            function_of(name).unwrap_or_else(|| panic!("events/{name}.json names no function"));
         let (posted, logs) = invoke(function, read_event(name), &env).await;
         match (expected, &posted) {
             (Outcome::Status(status), Posted::Response(payload)) => {

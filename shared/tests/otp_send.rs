@@ -211,7 +211,9 @@ async fn after_a_refused_sms_the_previous_code_still_verifies() {
 async fn malformed_requests_get_400_naming_the_field_and_change_nothing() {
     let stack = Stack::new().await;
     let send = stack.otp_send(&[]).await;
-    let oversized = json!({"phone": "+77001234567", "pad": "x".repeat(4100)}).to_string();
+    // A phone of this test's own: other tests share the SMS log of the local stack.
+    let phone = random_phone();
+    let oversized = json!({"phone": phone, "pad": "x".repeat(4100)}).to_string();
     let cases: Vec<(Option<String>, &str)> = vec![
         (None, "body"),
         (Some(String::new()), "body"),
@@ -243,7 +245,7 @@ async fn malformed_requests_get_400_naming_the_field_and_change_nothing() {
         assert_eq!(answer.header("cache-control"), Some("no-store"));
     }
     assert!(stack.items().await.is_empty());
-    assert!(stack.sms_to("+77001234567").await.is_empty());
+    assert!(stack.sms_to(&phone).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

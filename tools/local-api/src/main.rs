@@ -2,6 +2,10 @@
 //! over the local AWS stack. Each HTTP request becomes the API Gateway HTTP API (2.0)
 //! event Lambda would receive, and goes through the same `lambda_http` parsing and the
 //! same handler as in production. SMS that moto accepts are printed to the console.
+//!
+//! `local-api --invoke events/<name>.json` instead runs that one event through its
+//! function's binary and the Lambda Runtime API, the Docker-free counterpart of
+//! `sam local invoke -e events/<name>.json <Function>`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,6 +55,7 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or(3000);
     let endpoint_url = devstack::endpoint_url()?;
     let aws = devstack::sdk_config().await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
 
     devstack::create_table(&aws_sdk_dynamodb::Client::new(&aws), TABLE).await?;
     let clock = Arc::new(SystemClock);
@@ -73,6 +78,15 @@ async fn main() -> Result<(), BoxError> {
         .or_insert_with(|| JWKS_SECRET.into());
     vars.entry("JWT_ISSUER".into())
         .or_insert_with(|| base.clone());
+
+    if let [flag, event_file] = args.as_slice()
+        && flag == "--invoke"
+    {
+        return invoke_event(event_file, &vars, &endpoint_url).await;
+    }
+    if !args.is_empty() {
+        return Err("usage: local-api [--invoke events/<name>.json]".into());
+    }
     let env = move |name: &str| vars.get(name).cloned();
 
     let gateway = Arc::new(Gateway {
@@ -115,6 +129,47 @@ async fn main() -> Result<(), BoxError> {
                 tracing::debug!(error = %err, "connection closed");
             }
         });
+    }
+}
+
+/// Run one sample event through its function binary and the Lambda Runtime API.
+async fn invoke_event(
+    event_file: &str,
+    vars: &HashMap<String, String>,
+    endpoint_url: &str,
+) -> Result<(), BoxError> {
+    use foodsave_auth::devstack::lambda_runtime::{Posted, function_binary, function_of, invoke};
+    let name = std::path::Path::new(event_file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("expected a path like events/otp-send.json")?;
+    let function =
+        function_of(name).ok_or_else(|| format!("{name}: no function is named by this file"))?;
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(event_file)?)?;
+    let env: Vec<(String, String)> = [
+        "TABLE_NAME",
+        "AUTH_SECRET_ID",
+        "JWKS_SECRET_ID",
+        "JWT_ISSUER",
+    ]
+    .iter()
+    .filter_map(|k| vars.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+    .collect();
+    eprintln!("invoking {function} with {event_file} through the Lambda Runtime API");
+    let invocation = invoke(&function_binary(function)?, event, &env).await?;
+    eprint!("{}", invocation.logs);
+    for sms in devstack::sent_sms(endpoint_url).await? {
+        eprintln!("SMS to {}: {}", sms.phone_number, sms.message);
+    }
+    match invocation.posted {
+        Posted::Response(payload) => {
+            println!("{}", serde_json::to_string_pretty(&payload)?);
+            Ok(())
+        }
+        Posted::Error(error) => {
+            println!("{}", serde_json::to_string_pretty(&error)?);
+            Err(format!("{function} returned an error").into())
+        }
     }
 }
 

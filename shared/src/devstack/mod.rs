@@ -17,11 +17,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::domain::error::BoxError;
 
+pub mod lambda_runtime;
+
+/// The workspace root (where `template.yaml`, `events/` and `target/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// `template.yaml` at the workspace root.
 pub fn template_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("template.yaml")
+    workspace_root().join("template.yaml")
 }
 
 /// What the template says about the table.
