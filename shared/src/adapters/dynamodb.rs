@@ -105,7 +105,16 @@ where
         return StoreError::Conflict;
     }
     let transient = super::is_transient(&err);
-    let detail = DisplayErrorContext(err).to_string();
+    // A service error's message may quote key values (a phone number): keep its code only.
+    let detail = match &err {
+        SdkError::ServiceError(service) => {
+            format!(
+                "DynamoDB error {}",
+                service.err().code().unwrap_or("unknown")
+            )
+        }
+        other => DisplayErrorContext(other).to_string(),
+    };
     if transient {
         StoreError::Unavailable(detail.into())
     } else {

@@ -103,7 +103,7 @@ impl Endpoint for Jwks {
                     max_age: MAX_AGE_SECONDS,
                 },
             ),
-            Err(err) => error_response(&err, super::request_id_of(&req).as_deref()),
+            Err(err) => error_response(&err, crate::http::request_id(&req).as_deref()),
         }
     }
 }

@@ -62,7 +62,7 @@ impl Endpoint for Logout {
     async fn handle(&self, req: Request) -> Response<Body> {
         respond(
             Self::NAME,
-            super::request_id_of(&req),
+            crate::http::request_id(&req),
             self.logout(&req).await,
         )
     }

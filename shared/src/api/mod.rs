@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::adapters::secrets::SecretError;
 use crate::config::{ConfigError, Env};
 use crate::domain::AuthError;
-use crate::http::{CachePolicy, error_response, json_response, request_id};
+use crate::http::{CachePolicy, error_response, json_response};
 use crate::ports::{Clock, StoreError};
 
 /// Why a function could not start. Logged by the runtime wrapper; the platform answers
@@ -65,10 +65,6 @@ pub(crate) fn respond(
             resp
         }
     }
-}
-
-pub(crate) fn request_id_of(req: &Request) -> Option<String> {
-    request_id(req)
 }
 
 /// The token pair of CONTRACT §1.

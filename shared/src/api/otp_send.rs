@@ -184,7 +184,7 @@ impl Endpoint for OtpSend {
     async fn handle(&self, req: Request) -> Response<Body> {
         respond(
             Self::NAME,
-            super::request_id_of(&req),
+            crate::http::request_id(&req),
             self.send(&req).await,
         )
     }

@@ -163,7 +163,7 @@ impl Endpoint for OtpVerify {
     async fn handle(&self, req: Request) -> Response<Body> {
         respond(
             Self::NAME,
-            super::request_id_of(&req),
+            crate::http::request_id(&req),
             self.verify(&req).await,
         )
     }

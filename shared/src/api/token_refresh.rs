@@ -138,7 +138,7 @@ impl Endpoint for TokenRefresh {
     async fn handle(&self, req: Request) -> Response<Body> {
         respond(
             Self::NAME,
-            super::request_id_of(&req),
+            crate::http::request_id(&req),
             self.refresh(&req).await,
         )
     }

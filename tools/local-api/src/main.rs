@@ -109,6 +109,7 @@ async fn main() -> Result<(), BoxError> {
     println!("  POST {base}/logout        {{\"refreshToken\":\"...\"}}");
     println!("  GET  {base}/.well-known/jwks.json");
     println!("  GET  {base}/.well-known/openid-configuration");
+    println!("  a click-through page:     http://127.0.0.1:{port}/");
     println!("SMS texts appear here. Ctrl-C stops the API and the local AWS stack.");
 
     loop {
@@ -181,6 +182,9 @@ impl Gateway {
             Err(_) => Bytes::new(),
         };
         let path = parts.uri.path().to_owned();
+        if parts.method == hyper::Method::GET && (path == "/" || path == "/index.html") {
+            return page();
+        }
         let event = gateway_event(&parts, &body);
         let request = match lambda_http::request::from_str(&event.to_string()) {
             Ok(request) => request,
@@ -267,6 +271,18 @@ fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> hyper::Respon
         _ => Bytes::new(),
     };
     hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+/// The walk-through page: send → verify → refresh → logout, for people who would rather click.
+fn page() -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(include_bytes!(
+        "../static/index.html"
+    ))));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }
 
 fn plain(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
