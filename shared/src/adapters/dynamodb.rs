@@ -294,23 +294,14 @@ impl DynamoDbStore {
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
-        let items = [
+        let [new_session, first_token] = self.new_session_items(session, token)?;
+        self.transact(vec![
             TransactWriteItem::builder().update(consume).build(),
             TransactWriteItem::builder().update(user).build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(session_item(session))?)
-                .build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(token_item(token))?)
-                .build(),
-        ];
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items.into()))
-            .send()
-            .await
-            .map_err(transaction_error)?;
-        Ok(())
+            new_session,
+            first_token,
+        ])
+        .await
     }
 
     // ---- sessions and refresh tokens -------------------------------------------------
@@ -322,21 +313,8 @@ impl DynamoDbStore {
         session: &Session,
         token: &StoredRefreshToken,
     ) -> Result<(), StoreError> {
-        let items = [
-            TransactWriteItem::builder()
-                .put(self.put_new(session_item(session))?)
-                .build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(token_item(token))?)
-                .build(),
-        ];
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items.into()))
-            .send()
+        self.transact(self.new_session_items(session, token)?.into())
             .await
-            .map_err(transaction_error)?;
-        Ok(())
     }
 
     /// The presented token's record and its session. One round trip.
@@ -409,7 +387,7 @@ impl DynamoDbStore {
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
-        let items = [
+        self.transact(vec![
             old_op,
             TransactWriteItem::builder()
                 .condition_check(session_live)
@@ -417,14 +395,8 @@ impl DynamoDbStore {
             TransactWriteItem::builder()
                 .put(self.put_new(token_item(new))?)
                 .build(),
-        ];
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items.into()))
-            .send()
-            .await
-            .map_err(transaction_error)?;
-        Ok(())
+        ])
+        .await
     }
 
     /// Revoke a session; `Ok(false)` if it was already revoked or does not exist.
@@ -452,6 +424,33 @@ impl DynamoDbStore {
     }
 
     // ---- helpers -----------------------------------------------------------------------
+
+    /// A new session item and its first token item, each conditioned on not existing.
+    fn new_session_items(
+        &self,
+        session: &Session,
+        token: &StoredRefreshToken,
+    ) -> Result<[TransactWriteItem; 2], StoreError> {
+        Ok([
+            TransactWriteItem::builder()
+                .put(self.put_new(session_item(session))?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(self.put_new(token_item(token))?)
+                .build(),
+        ])
+    }
+
+    /// One all-or-nothing transaction; a failed condition is [`StoreError::Conflict`].
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(transaction_error)?;
+        Ok(())
+    }
 
     fn put_new(&self, item: Item) -> Result<Put, StoreError> {
         Put::builder()

@@ -16,8 +16,9 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use crate::adapters::secrets::SecretError;
-use crate::config::{ConfigError, Env};
+use crate::adapters::AuthSecret;
+use crate::adapters::secrets::{SecretCache, SecretError};
+use crate::config::{ConfigError, Env, SecretConfig};
 use crate::domain::AuthError;
 use crate::http::{CachePolicy, error_response, json_response};
 use crate::ports::{Clock, StoreError};
@@ -94,6 +95,17 @@ pub(crate) const MAX_WRITE_RACES: usize = 16;
 
 pub(crate) fn too_much_contention() -> AuthError {
     AuthError::unavailable("dynamodb", "too many concurrent writers for one item")
+}
+
+/// The auth secret, read at init; a function that cannot read it fails its init.
+pub(crate) async fn load_auth_secret(
+    aws: &SdkConfig,
+    env: &dyn Env,
+    clock: &Arc<dyn Clock>,
+) -> Result<SecretCache<AuthSecret>, InitError> {
+    let id = SecretConfig::load(env)?.auth_secret_id;
+    let client = aws_sdk_secretsmanager::Client::new(aws);
+    Ok(SecretCache::load(client, id, AuthSecret::parse, Arc::clone(clock)).await?)
 }
 
 pub(crate) fn rng_failed(_: ring::error::Unspecified) -> AuthError {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{Endpoint, InitError, MAX_WRITE_RACES, respond, rng_failed, too_much_contention};
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore, SnsSmsSender};
-use crate::config::{Env, OtpConfig, SecretConfig, StoreConfig};
+use crate::config::{Env, OtpConfig, StoreConfig};
 use crate::domain::otp::{ActiveCode, SendPolicy};
 use crate::domain::{
     AuthError, CodeMac, OtpCode, OtpState, PhoneNumber, SendOutcome, UnixMillis, random_id,
@@ -161,15 +161,8 @@ impl Endpoint for OtpSend {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
-        let secret = SecretConfig::load(env)?;
         let config = OtpConfig::load(env)?;
-        let secret = SecretCache::load(
-            aws_sdk_secretsmanager::Client::new(aws),
-            secret.auth_secret_id,
-            AuthSecret::parse,
-            Arc::clone(&clock),
-        )
-        .await?;
+        let secret = super::load_auth_secret(aws, env, &clock).await?;
         require_pepper(&secret).await?;
         let sms = SnsSmsSender::new(aws_sdk_sns::Client::new(aws), config.sms_sender_id.clone());
         Ok(Self::new(

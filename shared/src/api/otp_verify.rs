@@ -13,7 +13,7 @@ use super::{
 };
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
-use crate::config::{Env, OtpConfig, SecretConfig, StoreConfig, TokenConfig};
+use crate::config::{Env, OtpConfig, StoreConfig, TokenConfig};
 use crate::domain::session::SessionId;
 use crate::domain::{
     AuthError, OtpCode, PhoneNumber, RefreshToken, Session, StoredRefreshToken, VerifyOutcome,
@@ -140,16 +140,9 @@ impl Endpoint for OtpVerify {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
-        let secret = SecretConfig::load(env)?;
         let max_attempts = OtpConfig::max_attempts(env)?;
         let tokens = TokenConfig::load(env)?;
-        let secret = SecretCache::load(
-            aws_sdk_secretsmanager::Client::new(aws),
-            secret.auth_secret_id,
-            AuthSecret::parse,
-            Arc::clone(&clock),
-        )
-        .await?;
+        let secret = super::load_auth_secret(aws, env, &clock).await?;
         require_pepper(&secret).await?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::adapters::secrets::SecretCache;
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
-use crate::config::{Env, SecretConfig, StoreConfig, TokenConfig};
+use crate::config::{Env, StoreConfig, TokenConfig};
 use crate::domain::session::decide_refresh;
 use crate::domain::{AuthError, RefreshDecision, RefreshToken, StoredRefreshToken};
 use crate::http::{json_object, refresh_token_field, require_post};
@@ -118,15 +118,8 @@ impl Endpoint for TokenRefresh {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
-        let secret = SecretConfig::load(env)?;
         let tokens = TokenConfig::load(env)?;
-        let secret = SecretCache::load(
-            aws_sdk_secretsmanager::Client::new(aws),
-            secret.auth_secret_id,
-            AuthSecret::parse,
-            Arc::clone(&clock),
-        )
-        .await?;
+        let secret = super::load_auth_secret(aws, env, &clock).await?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,
