@@ -32,6 +32,11 @@ invoke: ## Run one sample event through its function's Lambda runtime: make invo
 	cargo build --locked --workspace --bins
 	local/with-stack.sh cargo run --locked -q -p local-api -- --invoke events/$(EVENT).json
 
+.PHONY: bench
+bench: ## Cold-start benchmark: init time, first request and peak memory of each release binary
+	cargo build --locked --release --workspace --bins
+	local/with-stack.sh cargo bench --locked -p foodsave-auth --bench cold_start
+
 .PHONY: fmt
 fmt: ## Format the code
 	cargo fmt --all

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -42,9 +42,14 @@ pub fn function_of(event_name: &str) -> Option<&'static str> {
 
 /// A function binary built by `cargo build` (debug profile) in the workspace target dir.
 pub fn function_binary(function: &str) -> Result<PathBuf, BoxError> {
+    profile_binary(function, "debug")
+}
+
+/// A function binary of a cargo profile (`debug`, `release`) in the workspace target dir.
+pub fn profile_binary(function: &str, profile: &str) -> Result<PathBuf, BoxError> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| super::workspace_root().join("target"), PathBuf::from);
-    let path = target.join("debug").join(function);
+    let path = target.join(profile).join(function);
     if path.exists() {
         Ok(path)
     } else {
@@ -71,6 +76,21 @@ pub enum Posted {
 pub struct Invocation {
     pub posted: Posted,
     pub logs: String,
+    /// From process start to its first poll for an event: the cold-start init.
+    pub init: Duration,
+    /// From handing out the event to receiving the answer.
+    pub handle: Duration,
+    /// Peak resident memory of the process (Linux `VmHWM`), when known.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Peak resident set size of a running process, from `/proc/<pid>/status`.
+fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Run `binary` for `event` with `env` added to this process's environment.
@@ -84,7 +104,9 @@ pub async fn invoke(
         .and_then(|n| n.to_str())
         .unwrap_or("function")
         .to_owned();
-    let (addr, mut rx) = serve_one(event).await?;
+    let handed_out = Arc::new(Mutex::new(None));
+    let (addr, mut rx) = serve_one(event, Arc::clone(&handed_out)).await?;
+    let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("AWS_LAMBDA_RUNTIME_API", &addr)
@@ -105,8 +127,11 @@ pub async fn invoke(
         status = child.wait() => Err(format!("{function} exited before answering ({status:?})").into()),
         _ = tokio::time::sleep(Duration::from_secs(60)) => Err(format!("{function} did not answer in 60 s").into()),
     };
+    let answered = Instant::now();
+    let peak_rss_kib = peak_rss_kib(child.id());
     let _ = child.start_kill();
     let _ = child.wait().await;
+    let handed = handed_out.lock().await.unwrap_or(answered);
     let mut logs = String::new();
     if let Some(mut out) = child.stdout.take() {
         out.read_to_string(&mut logs).await?;
@@ -115,24 +140,33 @@ pub async fn invoke(
         err.read_to_string(&mut logs).await?;
     }
     match outcome {
-        Ok(posted) => Ok(Invocation { posted, logs }),
+        Ok(posted) => Ok(Invocation {
+            posted,
+            logs,
+            init: handed.duration_since(started),
+            handle: answered.duration_since(handed),
+            peak_rss_kib,
+        }),
         Err(err) => Err(format!("{err}\n{logs}").into()),
     }
 }
 
 /// Serve the Runtime API for a single invocation on a free loopback port.
-async fn serve_one(event: Value) -> Result<(String, mpsc::Receiver<Posted>), BoxError> {
+async fn serve_one(
+    event: Value,
+    handed_out: Arc<Mutex<Option<Instant>>>,
+) -> Result<(String, mpsc::Receiver<Posted>), BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     let (tx, rx) = mpsc::channel(4);
     let pending = Arc::new(Mutex::new(Some(event)));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (tx, pending) = (tx.clone(), Arc::clone(&pending));
+            let (tx, pending, handed_out) = (tx.clone(), Arc::clone(&pending), Arc::clone(&handed_out));
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let (tx, pending) = (tx.clone(), Arc::clone(&pending));
-                    async move { Ok::<_, Infallible>(route(req, tx, pending).await) }
+                    let (tx, pending, handed_out) = (tx.clone(), Arc::clone(&pending), Arc::clone(&handed_out));
+                    async move { Ok::<_, Infallible>(route(req, tx, pending, handed_out).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -147,6 +181,7 @@ async fn route(
     req: hyper::Request<Incoming>,
     tx: mpsc::Sender<Posted>,
     pending: Arc<Mutex<Option<Value>>>,
+    handed_out: Arc<Mutex<Option<Instant>>>,
 ) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     if path.ends_with("/runtime/invocation/next") {
@@ -155,6 +190,7 @@ async fn route(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return hyper::Response::new(Full::new(Bytes::new()));
         };
+        *handed_out.lock().await = Some(Instant::now());
         let deadline = SystemClock.now().as_millis() + 30_000;
         let mut response = hyper::Response::new(Full::new(Bytes::from(event.to_string())));
         let headers = response.headers_mut();
