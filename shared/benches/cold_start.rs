@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn event(name: &str, body: Option<Value>) -> Result<Value, BoxError> {
-    let path = devstack::workspace_root().join("events").join(format!("{name}.json"));
+    let path = devstack::workspace_root()
+        .join("events")
+        .join(format!("{name}.json"));
     let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     if let (Some(body), Some(fields)) = (body, event.as_object_mut()) {
         fields.insert("body".into(), json!(body.to_string()));
@@ -55,7 +57,10 @@ async fn seeded_token(store: &DynamoDbStore, rng: &SystemRandom) -> Result<Strin
         revoked: false,
     };
     store
-        .insert_session(&session, &StoredRefreshToken::issue(token.hash(), &session, now, 3600))
+        .insert_session(
+            &session,
+            &StoredRefreshToken::issue(token.hash(), &session, now, 3600),
+        )
         .await?;
     Ok(token.expose().to_owned())
 }
@@ -67,13 +72,20 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
     let rng = SystemRandom::new();
     let aws = devstack::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
     let suffix = random_id(&rng).map_err(|_| "rng")?.replace(['-', '_'], "x");
-    let (table, auth, jwks) = (format!("bench-{suffix}"), format!("bench-auth-{suffix}"), format!("bench-jwks-{suffix}"));
+    let (table, auth, jwks) = (
+        format!("bench-{suffix}"),
+        format!("bench-auth-{suffix}"),
+        format!("bench-jwks-{suffix}"),
+    );
     devstack::create_table(&ddb, &table).await?;
     devstack::create_secrets(&sm, &auth, &jwks, Arc::new(SystemClock)).await?;
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth).await?)?;
@@ -83,7 +95,10 @@ async fn main() -> Result<(), BoxError> {
         ("TABLE_NAME", table.clone()),
         ("AUTH_SECRET_ID", auth.clone()),
         ("JWKS_SECRET_ID", jwks.clone()),
-        ("JWT_ISSUER", "https://api.foodsave.kz/api/v1/auth".to_owned()),
+        (
+            "JWT_ISSUER",
+            "https://api.foodsave.kz/api/v1/auth".to_owned(),
+        ),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
     ]
     .into_iter()
@@ -100,7 +115,10 @@ async fn main() -> Result<(), BoxError> {
         let (mut inits, mut handles, mut rss, mut statuses) = (vec![], vec![], 0u64, vec![]);
         for _ in 0..runs {
             let ev = match function {
-                "otp-send" => event("otp-send", Some(json!({ "phone": random_phone(&rng)?.e164() })))?,
+                "otp-send" => event(
+                    "otp-send",
+                    Some(json!({ "phone": random_phone(&rng)?.e164() })),
+                )?,
                 "otp-verify" => {
                     let phone = random_phone(&rng)?;
                     let now = SystemClock.now();
@@ -116,7 +134,10 @@ async fn main() -> Result<(), BoxError> {
                         version: Some(1),
                     };
                     store.save_otp(&phone, None, &state, 300).await?;
-                    event("otp-verify", Some(json!({ "phone": phone.e164(), "code": "123456" })))?
+                    event(
+                        "otp-verify",
+                        Some(json!({ "phone": phone.e164(), "code": "123456" })),
+                    )?
                 }
                 "token-refresh" | "logout" => {
                     let token = seeded_token(&store, &rng).await?;
@@ -126,7 +147,10 @@ async fn main() -> Result<(), BoxError> {
             };
             let run = invoke(&binary, ev, &env).await?;
             let status = match &run.posted {
-                Posted::Response(payload) => payload.get("statusCode").and_then(Value::as_u64).unwrap_or(0),
+                Posted::Response(payload) => payload
+                    .get("statusCode")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
                 Posted::Error(_) => 0,
             };
             statuses.push(status);
@@ -135,7 +159,11 @@ async fn main() -> Result<(), BoxError> {
             rss = rss.max(run.peak_rss_kib.unwrap_or(0));
         }
         statuses.dedup();
-        let status = statuses.iter().map(u64::to_string).collect::<Vec<_>>().join("/");
+        let status = statuses
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("/");
         let max = |xs: &[Duration]| xs.iter().max().copied().unwrap_or_default();
         println!(
             "{:<14} {:>6} {:>10.1}ms {:>10.1}ms {:>12.1}ms {:>12.1}ms {:>7.1}MiB",

@@ -85,6 +85,16 @@ struct SigningKeyDoc {
 impl AuthSecret {
     /// Parse the secret; error messages never quote its content.
     pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::parse_with(raw, true)
+    }
+
+    /// The pepper only, for functions that never sign: each key's check costs an RSA
+    /// key validation and a trial signature, milliseconds of cold start for nothing.
+    pub fn parse_pepper_only(raw: &str) -> Result<Self, String> {
+        Self::parse_with(raw, false)
+    }
+
+    fn parse_with(raw: &str, with_keys: bool) -> Result<Self, String> {
         let doc: AuthSecretDoc = serde_json::from_str(raw).map_err(|e| {
             format!(
                 "not the expected JSON ({} at column {})",
@@ -105,7 +115,7 @@ impl AuthSecret {
             }
         };
         let mut signing_keys = Vec::with_capacity(doc.signing_keys.len());
-        for k in doc.signing_keys {
+        for k in doc.signing_keys.into_iter().filter(|_| with_keys) {
             let key = EncodingKey::from_rsa_pem(k.private_key_pem.as_bytes())
                 .map_err(|_| format!("signing key {} is not an RSA private key in PEM", k.kid))?;
             crate::adapters::jwt::check_signing_key(&key)
@@ -274,5 +284,81 @@ pub async fn require_pepper(cache: &SecretCache<AuthSecret>) -> Result<(), Secre
             id: cache.id.clone(),
             reason: "otpPepper is missing".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate_signing_key;
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+
+    const PEPPER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+    fn doc(keys: &[(&str, &str, Option<u64>)]) -> String {
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|(kid, pem, from)| match from {
+                Some(f) => json!({"kid": kid, "privateKeyPem": pem, "activeFrom": f}),
+                None => json!({"kid": kid, "privateKeyPem": pem}),
+            })
+            .collect();
+        json!({"otpPepper": PEPPER, "signingKeys": keys}).to_string()
+    }
+
+    #[test]
+    fn the_signer_is_the_latest_key_that_has_passed_its_active_from_first_on_a_tie() {
+        let pem = generate_signing_key()
+            .unwrap()
+            .private_key_pem
+            .expose_secret()
+            .to_owned();
+        let raw = doc(&[
+            ("zero", &pem, None),
+            ("a", &pem, Some(100)),
+            ("b", &pem, Some(100)),
+            ("future", &pem, Some(1_000)),
+        ]);
+        let secret = AuthSecret::parse(&raw).unwrap();
+        let kid_at = |secs| {
+            secret
+                .active_key(UnixMillis::from_secs(secs))
+                .map(|k| k.kid.as_str())
+        };
+        assert_eq!(kid_at(50), Some("zero"));
+        assert_eq!(kid_at(100), Some("a"));
+        assert_eq!(kid_at(999), Some("a"));
+        assert_eq!(kid_at(1_000), Some("future"));
+        let none_active = AuthSecret::parse(&doc(&[("f", &pem, Some(1_000))])).unwrap();
+        assert!(none_active.active_key(UnixMillis::from_secs(10)).is_none());
+    }
+
+    #[test]
+    fn a_bad_key_fails_the_full_parse_but_not_the_pepper_only_one() {
+        let raw = doc(&[(
+            "bad",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            None,
+        )]);
+        let err = AuthSecret::parse(&raw).unwrap_err();
+        assert!(err.contains("bad") && !err.contains("AAAA"), "{err}");
+        let pepper_only = AuthSecret::parse_pepper_only(&raw).unwrap();
+        assert!(pepper_only.pepper().is_some());
+        assert!(pepper_only.signing_keys.is_empty());
+    }
+
+    #[test]
+    fn a_short_or_garbled_pepper_is_rejected_without_quoting_it() {
+        let short = json!({"otpPepper": "c2hvcnQ=", "signingKeys": []}).to_string();
+        assert!(AuthSecret::parse(&short).unwrap_err().contains("32 bytes"));
+        let garbled = json!({"otpPepper": "not base64 at all!", "signingKeys": []}).to_string();
+        let err = AuthSecret::parse(&garbled).unwrap_err();
+        assert!(!err.contains("not base64 at all"), "{err}");
+        assert!(
+            AuthSecret::parse("{not json")
+                .unwrap_err()
+                .contains("not the expected JSON")
+        );
     }
 }

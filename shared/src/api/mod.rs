@@ -97,15 +97,17 @@ pub(crate) fn too_much_contention() -> AuthError {
     AuthError::unavailable("dynamodb", "too many concurrent writers for one item")
 }
 
-/// The auth secret, read at init; a function that cannot read it fails its init.
+/// The auth secret, read at init with `parse`; a function that cannot read it fails
+/// its init.
 pub(crate) async fn load_auth_secret(
     aws: &SdkConfig,
     env: &dyn Env,
     clock: &Arc<dyn Clock>,
+    parse: fn(&str) -> Result<AuthSecret, String>,
 ) -> Result<SecretCache<AuthSecret>, InitError> {
     let id = SecretConfig::load(env)?.auth_secret_id;
     let client = aws_sdk_secretsmanager::Client::new(aws);
-    Ok(SecretCache::load(client, id, AuthSecret::parse, Arc::clone(clock)).await?)
+    Ok(SecretCache::load(client, id, parse, Arc::clone(clock)).await?)
 }
 
 pub(crate) fn rng_failed(_: ring::error::Unspecified) -> AuthError {

@@ -162,7 +162,8 @@ impl Endpoint for OtpSend {
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
         let config = OtpConfig::load(env)?;
-        let secret = super::load_auth_secret(aws, env, &clock).await?;
+        let secret =
+            super::load_auth_secret(aws, env, &clock, AuthSecret::parse_pepper_only).await?;
         require_pepper(&secret).await?;
         let sms = SnsSmsSender::new(aws_sdk_sns::Client::new(aws), config.sms_sender_id.clone());
         Ok(Self::new(

@@ -142,7 +142,7 @@ impl Endpoint for OtpVerify {
         let store = StoreConfig::load(env)?;
         let max_attempts = OtpConfig::max_attempts(env)?;
         let tokens = TokenConfig::load(env)?;
-        let secret = super::load_auth_secret(aws, env, &clock).await?;
+        let secret = super::load_auth_secret(aws, env, &clock, AuthSecret::parse).await?;
         require_pepper(&secret).await?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),

@@ -119,7 +119,7 @@ impl Endpoint for TokenRefresh {
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
         let tokens = TokenConfig::load(env)?;
-        let secret = super::load_auth_secret(aws, env, &clock).await?;
+        let secret = super::load_auth_secret(aws, env, &clock, AuthSecret::parse).await?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,

@@ -162,10 +162,12 @@ async fn serve_one(
     let pending = Arc::new(Mutex::new(Some(event)));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (tx, pending, handed_out) = (tx.clone(), Arc::clone(&pending), Arc::clone(&handed_out));
+            let (tx, pending, handed_out) =
+                (tx.clone(), Arc::clone(&pending), Arc::clone(&handed_out));
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let (tx, pending, handed_out) = (tx.clone(), Arc::clone(&pending), Arc::clone(&handed_out));
+                    let (tx, pending, handed_out) =
+                        (tx.clone(), Arc::clone(&pending), Arc::clone(&handed_out));
                     async move { Ok::<_, Infallible>(route(req, tx, pending, handed_out).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

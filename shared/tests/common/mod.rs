@@ -147,14 +147,16 @@ impl Stack {
     }
 
     pub async fn secret(&self) -> SecretCache<AuthSecret> {
-        SecretCache::load(
-            self.sm.clone(),
-            self.secret_id.clone(),
-            AuthSecret::parse,
-            self.clock(),
-        )
-        .await
-        .unwrap()
+        self.secret_parsed_by(AuthSecret::parse).await
+    }
+
+    pub async fn secret_parsed_by(
+        &self,
+        parse: fn(&str) -> Result<AuthSecret, String>,
+    ) -> SecretCache<AuthSecret> {
+        SecretCache::load(self.sm.clone(), self.secret_id.clone(), parse, self.clock())
+            .await
+            .unwrap()
     }
 
     pub async fn otp_send(&self, extra: &[(&str, &str)]) -> OtpSend {
@@ -169,7 +171,13 @@ impl Stack {
     ) -> OtpSend {
         let otp = OtpConfig::load(&self.env(extra)).unwrap();
         let sms = SnsSmsSender::new(sns, otp.sms_sender_id.clone());
-        OtpSend::new(self.store(), sms, self.secret().await, otp, self.clock())
+        OtpSend::new(
+            self.store(),
+            sms,
+            self.secret_parsed_by(AuthSecret::parse_pepper_only).await,
+            otp,
+            self.clock(),
+        )
     }
 
     /// An SNS client whose endpoint refuses connections: every publish fails.
