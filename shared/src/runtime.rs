@@ -3,7 +3,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use lambda_http::{Request, service_fn};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, LambdaEvent, Request, Service, service_fn};
 
 use crate::adapters::load_sdk_config;
 use crate::api::Endpoint;
@@ -24,10 +25,35 @@ pub async fn serve<E: Endpoint>() -> Result<(), lambda_http::Error> {
         }
     };
     let endpoint = &endpoint;
-    lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Infallible>(endpoint.handle(req).await)
-    }))
-    .await
+    let handler =
+        service_fn(
+            move |req: Request| async move { Ok::<_, Infallible>(endpoint.handle(req).await) },
+        );
+    lambda_http::lambda_runtime::run(Sanitized(Adapter::from(handler))).await
+}
+
+/// Runs [`crate::http::event::sanitize`] on each event before `lambda_http` converts it.
+struct Sanitized<S>(S);
+
+impl<S> Service<LambdaEvent<LambdaRequest>> for Sanitized<S>
+where
+    S: Service<LambdaEvent<LambdaRequest>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut event: LambdaEvent<LambdaRequest>) -> Self::Future {
+        crate::http::event::sanitize(&mut event.payload);
+        self.0.call(event)
+    }
 }
 
 /// The rotation function: Secrets Manager rotation steps and the emergency revocation.

@@ -1,6 +1,8 @@
 //! The HTTP edge: read a gateway request into a JSON object, and the one place where an
 //! [`AuthError`] becomes a status, headers and body (CONTRACT §1 "Every response").
 
+pub mod event;
+
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Map, Value, json};

@@ -186,7 +186,7 @@ impl Gateway {
             return page();
         }
         let event = gateway_event(&parts, &body);
-        let request = match lambda_http::request::from_str(&event.to_string()) {
+        let request = match foodsave_auth::http::event::request_from_json(&event.to_string()) {
             Ok(request) => request,
             Err(_) => {
                 return plain(
