@@ -562,6 +562,19 @@ mod tests {
     }
 
     #[test]
+    fn the_deployed_initial_value_keeps_its_generated_pepper() {
+        // template.yaml's GenerateSecretString: 64 alphanumerics under otpPepper.
+        let initial: KeyDoc = serde_json::from_value(json!({
+            "signingKeys": [],
+            "otpPepper": "Q7pXk2LmN9vB4cR8sT1wY6zA3dF5gH0jK2lM4nP6qR8sT0uV2wX4yZ6aB8cD0eF2"
+        }))
+        .unwrap();
+        let doc = rotate(&initial, 1_000, TTL, key("a")).unwrap();
+        assert_eq!(doc.otp_pepper, initial.otp_pepper);
+        assert_eq!(kids(&doc), vec![("a", 1_000)]);
+    }
+
+    #[test]
     fn a_short_or_missing_pepper_is_replaced_and_a_good_one_kept() {
         let short = KeyDoc {
             otp_pepper: Some(base64::engine::general_purpose::STANDARD.encode([1u8; 16])),
