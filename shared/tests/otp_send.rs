@@ -337,3 +337,39 @@ async fn a_successful_send_costs_two_dynamodb_round_trips() {
     );
     assert_eq!(stack.round_trips.take(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sms_that_times_out_spends_no_slot_either() {
+    // An SNS endpoint that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let stack = Stack::new().await;
+    let sns = aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::config::Builder::from(&stack.aws)
+            .endpoint_url(format!("http://{addr}"))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(std::time::Duration::from_millis(300))
+                    .operation_timeout(std::time::Duration::from_millis(900))
+                    .build(),
+            )
+            .build(),
+    );
+    let stalled = stack.otp_send_with_sns(&[], sns).await;
+    let send = stack.otp_send(&[]).await;
+    let phone = random_phone();
+    let body = json!({ "phone": phone });
+    let answer = post(&stalled, "otp-send", &body).await;
+    assert_eq!((answer.status, answer.code()), (503, "SERVICE_UNAVAILABLE"));
+    for _ in 0..3 {
+        assert_eq!(post(&send, "otp-send", &body).await.status, 200);
+    }
+    assert_eq!(post(&send, "otp-send", &body).await.status, 429);
+    held.abort();
+}
