@@ -19,10 +19,7 @@ pub async fn serve<E: Endpoint>() -> Result<(), lambda_http::Error> {
     let aws = load_sdk_config().await;
     let endpoint = match E::init(&aws, &ProcessEnv, Arc::new(SystemClock)).await {
         Ok(endpoint) => endpoint,
-        Err(err) => {
-            tracing::error!(function = E::NAME, error = %crate::telemetry::chain(&err), "init failed");
-            return Err(err.into());
-        }
+        Err(err) => return Err(init_failed(E::NAME, err).await),
     };
     let endpoint = &endpoint;
     let handler =
@@ -69,17 +66,12 @@ pub async fn serve_rotation() -> Result<(), lambda_http::Error> {
     let jwks_secret_id = match env.get("JWKS_SECRET_ID").filter(|v| !v.trim().is_empty()) {
         Some(id) => id,
         None => {
-            let err = ConfigError::Missing("JWKS_SECRET_ID");
-            tracing::error!(function = "key-rotation", error = %err, "init failed");
-            return Err(err.into());
+            return Err(init_failed("key-rotation", ConfigError::Missing("JWKS_SECRET_ID")).await);
         }
     };
     let access_ttl = match TokenConfig::access_ttl(&env) {
         Ok(ttl) => ttl,
-        Err(err) => {
-            tracing::error!(function = "key-rotation", error = %err, "init failed");
-            return Err(err.into());
-        }
+        Err(err) => return Err(init_failed("key-rotation", err).await),
     };
     let aws = load_sdk_config().await;
     let rotation = KeyRotation::new(
@@ -99,4 +91,39 @@ pub async fn serve_rotation() -> Result<(), lambda_http::Error> {
         },
     ))
     .await
+}
+
+/// An init failure: log it with its cause, report it to the Runtime API's `/init/error`
+/// (so Lambda shows the reason, answers 5xx and retries the init), and end the process.
+async fn init_failed<E>(function: &'static str, err: E) -> lambda_http::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let message = crate::telemetry::chain(&err);
+    tracing::error!(function, error = %message, "init failed");
+    if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
+        let body = serde_json::json!({ "errorMessage": message, "errorType": "Runtime.InitError" })
+            .to_string();
+        if let Err(report) = post_init_error(&api, &body).await {
+            tracing::warn!(error = %report, "could not report the init error to the Runtime API");
+        }
+    }
+    err.into()
+}
+
+/// `POST /2018-06-01/runtime/init/error` over a plain HTTP/1.1 connection.
+async fn post_init_error(api: &str, body: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(api).await?;
+    let request = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
+         Lambda-Runtime-Function-Error-Type: Runtime.InitError\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    // Wait for the answer, so the report is in before the process exits.
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    Ok(())
 }

@@ -235,3 +235,54 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_that_cannot_init_reports_why_to_the_runtime_api() {
+    let aws = devstack::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let table = format!("auth-init-{}", random_suffix());
+    devstack::create_table(&ddb, &table).await.unwrap();
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let cases = [
+        ("logout", env(&[]), "TABLE_NAME"),
+        ("logout", env(&[("TABLE_NAME", "  ")]), "TABLE_NAME"),
+        (
+            "otp-send",
+            env(&[("TABLE_NAME", &table), ("AUTH_SECRET_ID", "no-such-secret")]),
+            "no-such-secret",
+        ),
+        (
+            "otp-send",
+            env(&[
+                ("TABLE_NAME", &table),
+                ("AUTH_SECRET_ID", "x"),
+                ("OTP_SEND_LIMIT", "0"),
+            ]),
+            "OTP_SEND_LIMIT",
+        ),
+        (
+            "jwks",
+            env(&[("JWKS_SECRET_ID", "x"), ("JWT_ISSUER", "not a url")]),
+            "JWT_ISSUER",
+        ),
+        ("key-rotation", env(&[]), "JWKS_SECRET_ID"),
+    ];
+    for (function, env, named) in cases {
+        let (posted, logs) = invoke(function, read_event("jwks"), &env).await;
+        let Posted::Error(report) = posted else {
+            panic!("{function} started without {named}: {posted:?}");
+        };
+        assert_eq!(report["errorType"], "Runtime.InitError", "{function}");
+        let message = report["errorMessage"].as_str().unwrap();
+        assert!(message.contains(named), "{function}: {message}");
+        assert!(
+            logs.contains("init failed"),
+            "{function} logged no init failure: {logs}"
+        );
+    }
+}

@@ -124,7 +124,10 @@ pub async fn invoke(
         .spawn()?;
     let outcome = tokio::select! {
         posted = rx.recv() => posted.ok_or_else(|| BoxError::from("runtime API closed")),
-        status = child.wait() => Err(format!("{function} exited before answering ({status:?})").into()),
+        // A process that reported an init error and exited: the report is already queued.
+        status = child.wait() => rx
+            .try_recv()
+            .map_err(|_| format!("{function} exited before answering ({status:?})").into()),
         _ = tokio::time::sleep(Duration::from_secs(60)) => Err(format!("{function} did not answer in 60 s").into()),
     };
     let answered = Instant::now();
