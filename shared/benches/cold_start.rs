@@ -14,11 +14,9 @@ use foodsave_auth::adapters::{AuthSecret, DynamoDbStore};
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::devstack;
 use foodsave_auth::devstack::lambda_runtime::{Posted, invoke, profile_binary};
-use foodsave_auth::domain::otp::ActiveCode;
+use foodsave_auth::devstack::seed::{function_env, seed_code, seed_session};
 use foodsave_auth::domain::session::SessionId;
-use foodsave_auth::domain::{
-    CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, StoredRefreshToken, random_id,
-};
+use foodsave_auth::domain::{OtpCode, PhoneNumber, RefreshToken, random_id};
 use foodsave_auth::ports::Clock;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{Value, json};
@@ -45,23 +43,9 @@ fn random_phone(rng: &SystemRandom) -> Result<PhoneNumber, BoxError> {
 
 /// A fresh live session and its refresh token, stored.
 async fn seeded_token(store: &DynamoDbStore, rng: &SystemRandom) -> Result<String, BoxError> {
-    let now = SystemClock.now();
     let sid = SessionId::generate(rng).map_err(|_| "rng")?;
     let token = RefreshToken::generate(rng, &sid).map_err(|_| "rng")?;
-    let session = Session {
-        id: sid,
-        sub: random_id(rng).map_err(|_| "rng")?,
-        phone: "+77001234561".into(),
-        created_at: now,
-        expires_at: now.plus_secs(86_400),
-        revoked: false,
-    };
-    store
-        .insert_session(
-            &session,
-            &StoredRefreshToken::issue(token.hash(), &session, now, 3600),
-        )
-        .await?;
+    seed_session(store, &token, SystemClock.now()).await?;
     Ok(token.expose().to_owned())
 }
 
@@ -91,19 +75,7 @@ async fn main() -> Result<(), BoxError> {
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth).await?)?;
     let pepper = secret.pepper().ok_or("no pepper")?;
     let store = DynamoDbStore::new(ddb.clone(), &table);
-    let env: Vec<(String, String)> = [
-        ("TABLE_NAME", table.clone()),
-        ("AUTH_SECRET_ID", auth.clone()),
-        ("JWKS_SECRET_ID", jwks.clone()),
-        (
-            "JWT_ISSUER",
-            "https://api.foodsave.kz/api/v1/auth".to_owned(),
-        ),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = function_env(&table, &auth, &jwks);
 
     println!("cold starts, {runs} fresh processes per function (release build, local AWS stack)");
     println!(
@@ -121,19 +93,8 @@ async fn main() -> Result<(), BoxError> {
                 )?,
                 "otp-verify" => {
                     let phone = random_phone(&rng)?;
-                    let now = SystemClock.now();
                     let code = OtpCode::parse("123456").map_err(|_| "code")?;
-                    let state = OtpState {
-                        sends: vec![now],
-                        code: Some(ActiveCode {
-                            id: random_id(&rng).map_err(|_| "rng")?,
-                            mac: CodeMac::compute(pepper, &phone, &code),
-                            expires_at: now.plus_secs(300),
-                            attempts: 0,
-                        }),
-                        version: Some(1),
-                    };
-                    store.save_otp(&phone, None, &state, 300).await?;
+                    seed_code(&store, pepper, &phone, &code, SystemClock.now()).await?;
                     event(
                         "otp-verify",
                         Some(json!({ "phone": phone.e164(), "code": "123456" })),

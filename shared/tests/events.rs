@@ -21,11 +21,8 @@ use foodsave_auth::adapters::secrets::fetch_secret_string;
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::devstack;
 use foodsave_auth::devstack::lambda_runtime::{self, Posted, function_binary, function_of};
-use foodsave_auth::domain::otp::ActiveCode;
-use foodsave_auth::domain::session::SessionId;
-use foodsave_auth::domain::{
-    CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, StoredRefreshToken,
-};
+use foodsave_auth::devstack::seed::{function_env, seed_code, seed_session};
+use foodsave_auth::domain::{OtpCode, PhoneNumber, RefreshToken};
 use foodsave_auth::ports::Clock;
 use serde_json::{Value, json};
 
@@ -90,36 +87,16 @@ fn body_field(event: &Value, field: &str) -> String {
 /// `logout`.
 async fn seed(store: &DynamoDbStore, secret: &AuthSecret) {
     let now = SystemClock.now();
+    let code = OtpCode::parse("123456").unwrap();
     for event in ["otp-verify", "otp-verify-wrong-code"] {
         let phone = PhoneNumber::parse(&body_field(&read_event(event), "phone")).unwrap();
-        let state = OtpState {
-            sends: vec![now],
-            code: Some(ActiveCode {
-                id: random_suffix(),
-                mac: CodeMac::compute(
-                    secret.pepper().unwrap(),
-                    &phone,
-                    &OtpCode::parse("123456").unwrap(),
-                ),
-                expires_at: now.plus_secs(300),
-                attempts: 0,
-            }),
-            version: Some(1),
-        };
-        store.save_otp(&phone, None, &state, 300).await.unwrap();
+        seed_code(store, secret.pepper().unwrap(), &phone, &code, now)
+            .await
+            .unwrap();
     }
     for event in ["token-refresh", "logout"] {
         let token = RefreshToken::parse(&body_field(&read_event(event), "refreshToken")).unwrap();
-        let session = Session {
-            id: SessionId::from_stored(token.session_id().as_str().to_owned()),
-            sub: random_suffix(),
-            phone: "+77001234561".into(),
-            created_at: now,
-            expires_at: now.plus_secs(86_400),
-            revoked: false,
-        };
-        let stored = StoredRefreshToken::issue(token.hash(), &session, now, 3600);
-        store.insert_session(&session, &stored).await.unwrap();
+        seed_session(store, &token, now).await.unwrap();
     }
 }
 
@@ -156,19 +133,7 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth_secret).await.unwrap()).unwrap();
     seed(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
 
-    let env: Vec<(String, String)> = [
-        ("TABLE_NAME", table.clone()),
-        ("AUTH_SECRET_ID", auth_secret.clone()),
-        ("JWKS_SECRET_ID", jwks_secret.clone()),
-        (
-            "JWT_ISSUER",
-            "https://api.foodsave.kz/api/v1/auth".to_owned(),
-        ),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = function_env(&table, &auth_secret, &jwks_secret);
     let mut secrets_in_events: Vec<String> = vec!["123456".into(), "654321".into()];
     for event in ["token-refresh", "logout"] {
         secrets_in_events.push(body_field(&read_event(event), "refreshToken"));

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::domain::error::BoxError;
 
 pub mod lambda_runtime;
+pub mod seed;
 
 /// The workspace root (where `template.yaml`, `events/` and `target/` are).
 pub fn workspace_root() -> PathBuf {

@@ -1,0 +1,69 @@
+//! State that sample events and benchmarks assume, written through the real store.
+
+use ring::rand::SystemRandom;
+use secrecy::SecretSlice;
+
+use crate::adapters::DynamoDbStore;
+use crate::domain::error::BoxError;
+use crate::domain::otp::ActiveCode;
+use crate::domain::session::SessionId;
+use crate::domain::{
+    CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, StoredRefreshToken, UnixMillis,
+    random_id,
+};
+
+/// An active code `code` for a phone with no OTP state yet, as if sent at `now`.
+pub async fn seed_code(
+    store: &DynamoDbStore,
+    pepper: &SecretSlice<u8>,
+    phone: &PhoneNumber,
+    code: &OtpCode,
+    now: UnixMillis,
+) -> Result<(), BoxError> {
+    let state = OtpState {
+        sends: vec![now],
+        code: Some(ActiveCode {
+            id: random_id(&SystemRandom::new()).map_err(|_| "random source failed")?,
+            mac: CodeMac::compute(pepper, phone, code),
+            expires_at: now.plus_secs(300),
+            attempts: 0,
+        }),
+        version: Some(1),
+    };
+    store.save_otp(phone, None, &state, 300).await?;
+    Ok(())
+}
+
+/// A live session (one day) whose refresh token is `token` (one hour).
+pub async fn seed_session(
+    store: &DynamoDbStore,
+    token: &RefreshToken,
+    now: UnixMillis,
+) -> Result<(), BoxError> {
+    let session = Session {
+        id: SessionId::from_stored(token.session_id().as_str().to_owned()),
+        sub: random_id(&SystemRandom::new()).map_err(|_| "random source failed")?,
+        phone: "+77001234561".into(),
+        created_at: now,
+        expires_at: now.plus_secs(86_400),
+        revoked: false,
+    };
+    let stored = StoredRefreshToken::issue(token.hash(), &session, now, 3600);
+    store.insert_session(&session, &stored).await?;
+    Ok(())
+}
+
+/// The environment a function binary runs with against the local stack: the contract's
+/// variables for `table` and the two secrets, and JSON logs as in Lambda.
+pub fn function_env(table: &str, auth_secret: &str, jwks_secret: &str) -> Vec<(String, String)> {
+    [
+        ("TABLE_NAME", table),
+        ("AUTH_SECRET_ID", auth_secret),
+        ("JWKS_SECRET_ID", jwks_secret),
+        ("JWT_ISSUER", "https://api.foodsave.kz/api/v1/auth"),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
