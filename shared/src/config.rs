@@ -235,6 +235,11 @@ impl TokenConfig {
     }
 }
 
+/// `JWKS_SECRET_ID`: the public JWK Set (the `jwks` and `key-rotation` functions).
+pub fn jwks_secret_id(env: &dyn Env) -> Result<String, ConfigError> {
+    required(env, "JWKS_SECRET_ID")
+}
+
 /// `JWT_ISSUER`: an absolute http(s) URL; a trailing slash is dropped so that
 /// `jwks_uri` = issuer + `/.well-known/jwks.json` has exactly one slash.
 pub fn issuer(env: &dyn Env) -> Result<String, ConfigError> {

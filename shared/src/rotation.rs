@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::adapters::AuthSecret;
-use crate::adapters::secrets::SECRET_REFRESH_SECONDS;
+use crate::adapters::secrets::{SECRET_REFRESH_SECONDS, fetch_secret_string};
+use crate::api::jwks::parse_jwks;
 use crate::domain::UnixMillis;
 use crate::keys::{GeneratedKey, KeyError, generate_signing_key, public_jwk_from_pem};
 use crate::ports::Clock;
@@ -329,31 +330,41 @@ impl KeyRotation {
             self.access_ttl_secs,
             generate_signing_key,
         )?;
-        self.put_pending(id, token, &next).await
+        self.write(id, Some(token), &next).await
     }
 
-    async fn put_pending(&self, id: &str, token: &str, doc: &KeyDoc) -> Result<(), RotationError> {
+    /// Write `doc` as a new version of `id`: staged AWSPENDING under the rotation's
+    /// `token`, or (no token) straight to AWSCURRENT.
+    async fn write(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        doc: &KeyDoc,
+    ) -> Result<(), RotationError> {
         let body =
             serde_json::to_string(doc).map_err(|_| RotationError::Malformed(id.to_owned()))?;
-        self.client
+        let mut put = self
+            .client
             .put_secret_value()
             .secret_id(id)
-            .client_request_token(token)
-            .secret_string(body)
-            .version_stages(AWSPENDING)
-            .send()
-            .await
-            .map_err(sm_error)?;
+            .secret_string(body);
+        if let Some(token) = token {
+            put = put.client_request_token(token).version_stages(AWSPENDING);
+        }
+        put.send().await.map_err(sm_error)?;
         Ok(())
+    }
+
+    async fn read_pending(&self, id: &str, token: &str) -> Result<KeyDoc, RotationError> {
+        self.read(id, Some(token), AWSPENDING)
+            .await?
+            .ok_or_else(|| RotationError::TestFailed("no pending version".into()))
     }
 
     /// Publish the pending version's public keys before it can become current.
     async fn set_secret(&self, id: &str, token: &str) -> Result<(), RotationError> {
-        let pending = self
-            .read(id, Some(token), AWSPENDING)
-            .await?
-            .ok_or_else(|| RotationError::TestFailed("no pending version".into()))?;
-        self.publish_jwks(&pending).await
+        self.publish_jwks(&self.read_pending(id, token).await?)
+            .await
     }
 
     async fn publish_jwks(&self, doc: &KeyDoc) -> Result<(), RotationError> {
@@ -369,10 +380,7 @@ impl KeyRotation {
     }
 
     async fn test_secret(&self, id: &str, token: &str) -> Result<(), RotationError> {
-        let pending = self
-            .read(id, Some(token), AWSPENDING)
-            .await?
-            .ok_or_else(|| RotationError::TestFailed("no pending version".into()))?;
+        let pending = self.read_pending(id, token).await?;
         let raw =
             serde_json::to_string(&pending).map_err(|_| RotationError::Malformed(id.to_owned()))?;
         let parsed = AuthSecret::parse(&raw).map_err(RotationError::TestFailed)?;
@@ -385,16 +393,10 @@ impl KeyRotation {
         {
             return Err(RotationError::TestFailed("no key is active".into()));
         }
-        let published = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.jwks_secret_id)
-            .send()
+        let published = fetch_secret_string(&self.client, &self.jwks_secret_id)
             .await
-            .map_err(sm_error)?
-            .secret_string
-            .unwrap_or_default();
-        let published: Value = serde_json::from_str(&published)
+            .map_err(|e| RotationError::SecretsManager(e.to_string()))?;
+        let published = parse_jwks(&published)
             .map_err(|_| RotationError::Malformed(self.jwks_secret_id.clone()))?;
         let kids: Vec<&str> = published
             .get("keys")
@@ -479,15 +481,7 @@ impl KeyRotation {
             .unwrap_or_default();
         // Publish first: the new key must verify before anything signs with it.
         self.publish_jwks(&next).await?;
-        let body = serde_json::to_string(&next)
-            .map_err(|_| RotationError::Malformed(secret_id.to_owned()))?;
-        self.client
-            .put_secret_value()
-            .secret_id(secret_id)
-            .secret_string(body)
-            .send()
-            .await
-            .map_err(sm_error)?;
+        self.write(secret_id, None, &next).await?;
         tracing::warn!(revoked = kid, active = %new_kid, "signing key revoked");
         Ok(new_kid)
     }

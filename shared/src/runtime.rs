@@ -57,17 +57,15 @@ where
 /// Needs `JWKS_SECRET_ID`; `AUTH_SECRET_ID` (for revocation) and
 /// `ACCESS_TOKEN_TTL_SECONDS` (for retiring keys) are read when set.
 pub async fn serve_rotation() -> Result<(), lambda_http::Error> {
-    use crate::config::{ConfigError, Env, TokenConfig};
+    use crate::config::{Env, TokenConfig, jwks_secret_id};
     use crate::rotation::{KeyRotation, RotationRequest};
     use lambda_http::LambdaEvent;
 
     crate::telemetry::init();
     let env = ProcessEnv;
-    let jwks_secret_id = match env.get("JWKS_SECRET_ID").filter(|v| !v.trim().is_empty()) {
-        Some(id) => id,
-        None => {
-            return Err(init_failed("key-rotation", ConfigError::Missing("JWKS_SECRET_ID")).await);
-        }
+    let jwks_secret_id = match jwks_secret_id(&env) {
+        Ok(id) => id,
+        Err(err) => return Err(init_failed("key-rotation", err).await),
     };
     let access_ttl = match TokenConfig::access_ttl(&env) {
         Ok(ttl) => ttl,

@@ -11,10 +11,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::random_suffix;
+use common::{random_suffix, sample_event};
 use foodsave_auth::adapters::AuthSecret;
 use foodsave_auth::adapters::DynamoDbStore;
 use foodsave_auth::adapters::secrets::fetch_secret_string;
@@ -60,21 +59,10 @@ enum Outcome {
     Fails,
 }
 
-fn root() -> PathBuf {
-    devstack::workspace_root()
-}
-
 async fn invoke(function: &str, event: Value, env: &[(String, String)]) -> (Posted, String) {
     let binary = function_binary(function).unwrap();
     let invocation = lambda_runtime::invoke(&binary, event, env).await.unwrap();
     (invocation.posted, invocation.logs)
-}
-
-fn read_event(name: &str) -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(root().join("events").join(format!("{name}.json"))).unwrap(),
-    )
-    .unwrap()
 }
 
 fn body_field(event: &Value, field: &str) -> String {
@@ -89,13 +77,13 @@ async fn seed(store: &DynamoDbStore, secret: &AuthSecret) {
     let now = SystemClock.now();
     let code = OtpCode::parse("123456").unwrap();
     for event in ["otp-verify", "otp-verify-wrong-code"] {
-        let phone = PhoneNumber::parse(&body_field(&read_event(event), "phone")).unwrap();
+        let phone = PhoneNumber::parse(&body_field(&sample_event(event), "phone")).unwrap();
         seed_code(store, secret.pepper().unwrap(), &phone, &code, now)
             .await
             .unwrap();
     }
     for event in ["token-refresh", "logout"] {
-        let token = RefreshToken::parse(&body_field(&read_event(event), "refreshToken")).unwrap();
+        let token = RefreshToken::parse(&body_field(&sample_event(event), "refreshToken")).unwrap();
         seed_session(store, &token, now).await.unwrap();
     }
 }
@@ -103,7 +91,7 @@ async fn seed(store: &DynamoDbStore, secret: &AuthSecret) {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_outcome() {
     // Every file in events/ is listed, and every listed file exists.
-    let mut on_disk: Vec<String> = std::fs::read_dir(root().join("events"))
+    let mut on_disk: Vec<String> = std::fs::read_dir(devstack::workspace_root().join("events"))
         .unwrap()
         .filter_map(|e| {
             e.ok()?
@@ -124,7 +112,7 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
     let suffix = random_suffix();
     let table = format!("auth-events-{suffix}");
     devstack::create_table(&ddb, &table).await.unwrap();
-    let rotation_event = read_event("key-rotation");
+    let rotation_event = sample_event("key-rotation");
     let auth_secret = rotation_event["SecretId"].as_str().unwrap().to_owned();
     let jwks_secret = format!("{auth_secret}-jwks-{suffix}");
     devstack::create_secrets(&sm, &auth_secret, &jwks_secret, Arc::new(SystemClock))
@@ -136,13 +124,13 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
     let env = function_env(&table, &auth_secret, &jwks_secret);
     let mut secrets_in_events: Vec<String> = vec!["123456".into(), "654321".into()];
     for event in ["token-refresh", "logout"] {
-        secrets_in_events.push(body_field(&read_event(event), "refreshToken"));
+        secrets_in_events.push(body_field(&sample_event(event), "refreshToken"));
     }
 
     for (name, expected) in EXPECTED {
         let function =
             function_of(name).unwrap_or_else(|| panic!("events/{name}.json names no function"));
-        let (posted, logs) = invoke(function, read_event(name), &env).await;
+        let (posted, logs) = invoke(function, sample_event(name), &env).await;
         match (expected, &posted) {
             (Outcome::Status(status), Posted::Response(payload)) => {
                 assert_eq!(
@@ -238,7 +226,7 @@ async fn a_function_that_cannot_init_reports_why_to_the_runtime_api() {
         ("key-rotation", env(&[]), "JWKS_SECRET_ID"),
     ];
     for (function, env, named) in cases {
-        let (posted, logs) = invoke(function, read_event("jwks"), &env).await;
+        let (posted, logs) = invoke(function, sample_event("jwks"), &env).await;
         let Posted::Error(report) = posted else {
             panic!("{function} started without {named}: {posted:?}");
         };

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Endpoint, InitError};
 use crate::adapters::secrets::SecretCache;
-use crate::config::{ConfigError, Env, issuer};
+use crate::config::{Env, issuer, jwks_secret_id};
 use crate::domain::AuthError;
 use crate::http::{CachePolicy, error_response, json_response};
 use crate::ports::Clock;
@@ -55,16 +55,23 @@ impl Jwks {
         }
     }
 
-    async fn serve(&self, req: &Request) -> Result<Value, AuthError> {
+    async fn serve(&self, req: &Request) -> Result<Response<Body>, AuthError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(AuthError::MethodNotAllowed { allow: "GET, HEAD" });
         }
+        let cache = CachePolicy::Public {
+            max_age: MAX_AGE_SECONDS,
+        };
         // Whatever prefix the path carries (stage, custom-domain base path).
         let path = req.uri().path().trim_end_matches('/');
         if path.ends_with("/.well-known/jwks.json") {
-            Ok(self.keys.get().await.as_ref().clone())
+            Ok(json_response(
+                StatusCode::OK,
+                &*self.keys.get().await,
+                cache,
+            ))
         } else if path.ends_with("/.well-known/openid-configuration") {
-            Ok(self.discovery.clone())
+            Ok(json_response(StatusCode::OK, &self.discovery, cache))
         } else {
             Err(AuthError::NotFound)
         }
@@ -79,10 +86,7 @@ impl Endpoint for Jwks {
         env: &dyn Env,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InitError> {
-        let jwks_secret_id = env
-            .get("JWKS_SECRET_ID")
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing("JWKS_SECRET_ID"))?;
+        let jwks_secret_id = jwks_secret_id(env)?;
         let issuer = issuer(env)?;
         let keys = SecretCache::load(
             aws_sdk_secretsmanager::Client::new(aws),
@@ -95,15 +99,8 @@ impl Endpoint for Jwks {
     }
 
     async fn handle(&self, req: Request) -> Response<Body> {
-        match self.serve(&req).await {
-            Ok(doc) => json_response(
-                StatusCode::OK,
-                &doc,
-                CachePolicy::Public {
-                    max_age: MAX_AGE_SECONDS,
-                },
-            ),
-            Err(err) => error_response(&err, crate::http::request_id(&req).as_deref()),
-        }
+        self.serve(&req)
+            .await
+            .unwrap_or_else(|err| error_response(&err, crate::http::request_id(&req).as_deref()))
     }
 }

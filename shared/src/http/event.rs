@@ -16,50 +16,53 @@ use lambda_http::request::LambdaRequest;
 pub fn sanitize(request: &mut LambdaRequest) {
     match request {
         LambdaRequest::ApiGatewayV2(r) => {
-            fix_body(&mut r.is_base64_encoded, &mut r.body);
-            fix_headers(&mut r.headers);
+            fix_message(
+                &mut r.is_base64_encoded,
+                &mut r.body,
+                &mut r.raw_path,
+                [&mut r.headers],
+            );
             r.raw_query_string = None;
             r.query_string_parameters = QueryMap::default();
-            r.raw_path = r.raw_path.take().map(|p| safe_path(&p));
-            r.request_context.stage = r
-                .request_context
-                .stage
-                .take()
-                .map(|s| encode_path_bytes(&s));
-            r.request_context.domain_name = r
-                .request_context
-                .domain_name
-                .take()
-                .filter(|h| plain_host(h));
+            let context = &mut r.request_context;
+            fix_gateway_context(&mut context.stage, &mut context.domain_name);
         }
         LambdaRequest::ApiGatewayV1(r) => {
-            fix_body(&mut r.is_base64_encoded, &mut r.body);
-            fix_headers(&mut r.headers);
-            fix_headers(&mut r.multi_value_headers);
+            let headers = [&mut r.headers, &mut r.multi_value_headers];
+            fix_message(&mut r.is_base64_encoded, &mut r.body, &mut r.path, headers);
             r.query_string_parameters = QueryMap::default();
             r.multi_value_query_string_parameters = QueryMap::default();
-            r.path = r.path.take().map(|p| safe_path(&p));
-            r.request_context.stage = r
-                .request_context
-                .stage
-                .take()
-                .map(|s| encode_path_bytes(&s));
-            r.request_context.domain_name = r
-                .request_context
-                .domain_name
-                .take()
-                .filter(|h| plain_host(h));
+            let context = &mut r.request_context;
+            fix_gateway_context(&mut context.stage, &mut context.domain_name);
         }
         LambdaRequest::Alb(r) => {
-            fix_body(&mut r.is_base64_encoded, &mut r.body);
-            fix_headers(&mut r.headers);
-            fix_headers(&mut r.multi_value_headers);
+            let headers = [&mut r.headers, &mut r.multi_value_headers];
+            fix_message(&mut r.is_base64_encoded, &mut r.body, &mut r.path, headers);
             r.query_string_parameters = QueryMap::default();
             r.multi_value_query_string_parameters = QueryMap::default();
-            r.path = r.path.take().map(|p| safe_path(&p));
         }
         _ => {}
     }
+}
+
+/// Body, path and headers, as every event kind carries them.
+fn fix_message<const N: usize>(
+    is_base64: &mut bool,
+    body: &mut Option<String>,
+    path: &mut Option<String>,
+    headers: [&mut HeaderMap; N],
+) {
+    fix_body(is_base64, body);
+    *path = path.take().map(|p| safe_path(&p));
+    for h in headers {
+        fix_headers(h);
+    }
+}
+
+/// API Gateway's stage (prefixed to the path) and domain name (the host fallback).
+fn fix_gateway_context(stage: &mut Option<String>, domain_name: &mut Option<String>) {
+    *stage = stage.take().map(|s| encode_path_bytes(&s));
+    *domain_name = domain_name.take().filter(|h| plain_host(h));
 }
 
 /// Parse a gateway event from JSON into a request, sanitized as Lambda runs it.

@@ -256,31 +256,38 @@ impl Stack {
     }
 }
 
+/// `events/<name>.json` as JSON.
+pub fn sample_event(name: &str) -> Value {
+    let path = devstack::workspace_root()
+        .join("events")
+        .join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The request Lambda would hand the function for `event`.
+fn to_request(event: &Value) -> Request {
+    foodsave_auth::http::event::request_from_json(&event.to_string()).unwrap()
+}
+
 /// A request built from `events/<name>.json` with another body (None: no body).
 pub fn event_request(name: &str, body: Option<&str>) -> Request {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../events")
-        .join(format!("{name}.json"));
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut event = sample_event(name);
     match body {
         Some(b) => event["body"] = Value::String(b.to_owned()),
         None => {
             event.as_object_mut().unwrap().remove("body");
         }
     }
-    lambda_http::request::from_str(&event.to_string()).unwrap()
+    to_request(&event)
 }
 
 /// Same, with the body base64-encoded as API Gateway does for binary media types.
 pub fn event_request_base64(name: &str, body: &str) -> Request {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../events")
-        .join(format!("{name}.json"));
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut event = sample_event(name);
     event["body"] = Value::String(base64::engine::general_purpose::STANDARD.encode(body));
     event["isBase64Encoded"] = Value::Bool(true);
     event["headers"]["content-type"] = Value::String("application/octet-stream".into());
-    lambda_http::request::from_str(&event.to_string()).unwrap()
+    to_request(&event)
 }
 
 pub struct Answer {
