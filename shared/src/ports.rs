@@ -13,8 +13,10 @@ pub trait Clock: Send + Sync {
 /// How a storage call failed, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A conditional write lost a race: re-read and decide again.
-    #[error("conditional write lost a race")]
+    /// A transaction lost a race (a failed condition, or cancelled for
+    /// `TransactionConflict` while another transaction held an item): re-read and
+    /// decide again.
+    #[error("write lost a race")]
     Conflict,
     /// Throttled, unreachable or failing on the service side: worth a 503.
     #[error("store unavailable")]
@@ -26,13 +28,33 @@ pub enum StoreError {
     Other(#[source] BoxError),
 }
 
-/// Why an SMS was not accepted. Either way nothing was sent, so the send is taken back.
+/// The outcome of a single-item conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional<Done, Found> {
+    /// The write happened.
+    Applied(Done),
+    /// A condition failed: the item as it stood instead (`None`: there was none), read
+    /// by the same request (`ReturnValuesOnConditionCheckFailure`), so deciding again
+    /// needs no other read.
+    Failed(Option<Found>),
+}
+
+/// Why an SMS did not go out as asked (CONTRACT §3).
 #[derive(Debug, thiserror::Error)]
 pub enum SmsError {
-    #[error("SMS provider unavailable")]
-    Unavailable(#[source] BoxError),
+    /// A definite no: the provider answered with an error, or no connection to it could
+    /// be made. Nothing was sent. `retryable` when the answer was throttling, or the
+    /// connection was never made: trying again cannot send twice.
     #[error("SMS provider refused the message")]
-    Refused(#[source] BoxError),
+    Refused {
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
+    /// No answer in time: the message may have been accepted and may still arrive, so it
+    /// is never sent again for the same request.
+    #[error("SMS provider did not answer")]
+    Unanswered(#[source] BoxError),
 }
 
 /// Delivers a text message to a phone.

@@ -301,7 +301,7 @@ async fn the_sms_text_follows_the_configured_template() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_successful_send_costs_two_dynamodb_round_trips() {
+async fn a_first_send_costs_one_dynamodb_request_and_a_resend_two() {
     let stack = Stack::new().await;
     let send = stack.otp_send(&[]).await;
     let phone = random_phone();
@@ -312,16 +312,20 @@ async fn a_successful_send_costs_two_dynamodb_round_trips() {
             .status,
         200
     );
-    assert_eq!(stack.round_trips.take(), 2);
-    // The second send of the phone (item exists): still two.
+    assert_eq!(
+        stack.round_trips.take(),
+        1,
+        "first send: one conditional put"
+    );
+    // The phone has live state now: the put's failed condition returns it, and a
+    // second put decides from it.
     assert_eq!(
         post(&send, "otp-send", &json!({"phone": phone}))
             .await
             .status,
         200
     );
-    assert_eq!(stack.round_trips.take(), 2);
-    // A rate-limited send only reads.
+    assert_eq!(stack.round_trips.take(), 2, "resend");
     assert_eq!(
         post(&send, "otp-send", &json!({"phone": phone}))
             .await
@@ -329,23 +333,28 @@ async fn a_successful_send_costs_two_dynamodb_round_trips() {
         200
     );
     stack.round_trips.take();
+    // A rate-limited send: the one put whose failed condition shows the full window.
     assert_eq!(
         post(&send, "otp-send", &json!({"phone": phone}))
             .await
             .status,
         429
     );
-    assert_eq!(stack.round_trips.take(), 1);
+    assert_eq!(stack.round_trips.take(), 1, "rate limited");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_sms_that_times_out_spends_no_slot_either() {
-    // An SNS endpoint that accepts connections and never answers.
+async fn an_sms_that_gets_no_answer_keeps_its_slot_and_code_and_is_not_sent_again() {
+    // An SNS endpoint that accepts connections and never answers: the publish may have
+    // gone out, so it must not be repeated, and the send keeps its slot (CONTRACT §3).
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
     let held = tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((socket, _)) = silent.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             open.push(socket);
         }
     });
@@ -353,12 +362,6 @@ async fn an_sms_that_times_out_spends_no_slot_either() {
     let sns = aws_sdk_sns::Client::from_conf(
         aws_sdk_sns::config::Builder::from(&stack.aws)
             .endpoint_url(format!("http://{addr}"))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(std::time::Duration::from_millis(300))
-                    .operation_timeout(std::time::Duration::from_millis(900))
-                    .build(),
-            )
             .build(),
     );
     let stalled = stack.otp_send_with_sns(&[], sns).await;
@@ -367,7 +370,17 @@ async fn an_sms_that_times_out_spends_no_slot_either() {
     let body = json!({ "phone": phone });
     let answer = post(&stalled, "otp-send", &body).await;
     assert_eq!((answer.status, answer.code()), (503, "SERVICE_UNAVAILABLE"));
-    for _ in 0..3 {
+    assert!(answer.header("retry-after").is_some());
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one publish, no retry"
+    );
+    // The unanswered send's code stays active and its slot spent.
+    let items = stack.items().await;
+    assert_eq!(items.len(), 1);
+    assert!(items[0].contains_key("codeMac"));
+    for _ in 0..2 {
         assert_eq!(post(&send, "otp-send", &body).await.status, 200);
     }
     assert_eq!(post(&send, "otp-send", &body).await.status, 429);

@@ -1,31 +1,37 @@
 //! The one table (see `template.yaml`): key `pk` + `sk`, TTL attribute `expiresAt`.
 //!
-//! | item            | pk                 | sk          | holds                                   |
-//! |-----------------|--------------------|-------------|-----------------------------------------|
-//! | OTP state       | `PHONE#<e164>`     | `OTP`       | send timestamps, active code MAC, tries |
-//! | user            | `PHONE#<e164>`     | `USER`      | the stable opaque `sub`                 |
-//! | session         | `SESSION#<sid>`    | `SESSION`   | sub, phone, expiry, revocation          |
-//! | refresh token   | `SESSION#<sid>`    | `RT#<hash>` | issue/expiry/spent times                |
+//! | item      | pk              | sk        | holds                                            |
+//! |-----------|-----------------|-----------|--------------------------------------------------|
+//! | OTP state | `PHONE#<e164>`  | `OTP`     | send timestamps, active code MAC, tries, version |
+//! | user      | `PHONE#<e164>`  | `USER`    | the stable opaque `sub`                          |
+//! | session   | `SESSION#<sid>` | `SESSION` | sub, phone, expiry, revocation, and the refresh  |
+//! |           |                 |           | chain: live token's hash, generation, rotatedAt  |
 //!
-//! Every race is settled by a condition in DynamoDB, never by reading twice. Round trips
-//! per successful request: send 2 (get, conditional put), verify 2 (batch get,
-//! transaction), refresh 2 (batch get, transaction), logout 2 (batch get, update).
+//! Every race is settled by a condition in DynamoDB, never by reading twice, and a
+//! failed condition returns the item as it stood (`ReturnValuesOnConditionCheckFailure`)
+//! so the caller decides again without another read. Requests per call on the common
+//! path: send 1 (a conditional put that also reads what it replaces), verify 2 (batch
+//! get, transaction), refresh 1 (conditional update), logout 1 (conditional update; 2
+//! with a token the chain has rotated past). Only verify uses a transaction.
 //! User items carry no TTL: a user's `sub` must never change.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem, Update,
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 
 use crate::domain::otp::ActiveCode;
-use crate::domain::session::SessionId;
-use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, StoredRefreshToken, UnixMillis};
-use crate::ports::StoreError;
+use crate::domain::session::{Chain, SessionId};
+use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, UnixMillis};
+use crate::ports::{Conditional, StoreError};
 
 const PK: &str = "pk";
 const SK: &str = "sk";
@@ -36,12 +42,24 @@ const SK_OTP: &str = "OTP";
 const SK_USER: &str = "USER";
 const SK_SESSION: &str = "SESSION";
 
+/// How many times a batch read asks again for keys DynamoDB left unprocessed.
+const BATCH_GET_ROUNDS: u32 = 6;
+
 type Item = HashMap<String, AttributeValue>;
 
 #[derive(Debug, Clone)]
 pub struct DynamoDbStore {
     client: Client,
     table: String,
+}
+
+/// What the OTP item must hold for [`DynamoDbStore::save_otp`] to replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No item, or one whose TTL has passed (nothing in it matters any more).
+    Fresh,
+    /// The item at this version.
+    Version(u64),
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -65,10 +83,6 @@ fn session_pk(sid: &SessionId) -> String {
     format!("SESSION#{}", sid.as_str())
 }
 
-fn token_sk(hash: &str) -> String {
-    format!("RT#{hash}")
-}
-
 fn key(pk: String, sk: &str) -> Item {
     HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
@@ -87,33 +101,50 @@ fn get_n(item: &Item, name: &'static str) -> Result<u64, StoreError> {
     }
 }
 
-fn get_opt_n(item: &Item, name: &'static str) -> Result<Option<u64>, StoreError> {
+fn get_opt_s(item: &Item, name: &'static str) -> Result<Option<String>, StoreError> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(_) => get_n(item, name).map(Some),
+        Some(_) => get_s(item, name).map(|v| Some(v.to_owned())),
     }
 }
+
+/// DynamoDB error codes that mean "throttled or failing on the service side": a 503.
+const UNAVAILABLE_CODES: [&str; 9] = [
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "KMSThrottlingException",
+    "TransactionInProgressException",
+];
 
 /// Classify an SDK failure for the domain.
 fn store_error<E>(err: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    if let SdkError::ServiceError(service) = &err
-        && service.err().code() == Some("ConditionalCheckFailedException")
-    {
+    let code = match &err {
+        SdkError::ServiceError(service) => service.err().code(),
+        _ => None,
+    };
+    // A single-item write that met an item held by a transaction: a lost race.
+    if code == Some("TransactionConflictException") {
         return StoreError::Conflict;
     }
-    let transient = super::is_transient(&err);
-    // A service error's message may quote key values (a phone number): keep its code only.
-    let detail = match &err {
-        SdkError::ServiceError(service) => {
-            format!(
-                "DynamoDB error {}",
-                service.err().code().unwrap_or("unknown")
-            )
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
         }
-        other => DisplayErrorContext(other).to_string(),
+        _ => code.is_some_and(|c| UNAVAILABLE_CODES.contains(&c)),
+    };
+    // A service error's message may quote key values (a phone number): keep its code only.
+    let detail = match code {
+        Some(code) => format!("DynamoDB error {code}"),
+        None if matches!(err, SdkError::ServiceError(_)) => "DynamoDB error unknown".to_owned(),
+        None => DisplayErrorContext(&err).to_string(),
     };
     if transient {
         StoreError::Unavailable(detail.into())
@@ -122,23 +153,80 @@ where
     }
 }
 
-/// A cancelled transaction is a lost race unless a reason says throttling.
+/// How a cancelled transaction's per-item reasons decide its outcome (CONTRACT §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancelled {
+    /// Every reason is `None`, `ConditionalCheckFailed` or `TransactionConflict`.
+    LostRace,
+    /// Some item was throttled.
+    Throttled,
+    /// Anything else (`ValidationError`, `ItemCollectionSizeLimitExceeded`, …): a bug
+    /// or a limit, not worth retrying.
+    Failed,
+}
+
+fn classify_cancellation<'a>(codes: impl IntoIterator<Item = Option<&'a str>>) -> Cancelled {
+    let mut outcome = Cancelled::LostRace;
+    for code in codes {
+        match code {
+            None | Some("None" | "ConditionalCheckFailed" | "TransactionConflict") => {}
+            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded") => {
+                return Cancelled::Throttled;
+            }
+            Some(_) => outcome = Cancelled::Failed,
+        }
+    }
+    outcome
+}
+
 fn transaction_error(err: SdkError<TransactWriteItemsError>) -> StoreError {
     if let SdkError::ServiceError(service) = &err
         && let TransactWriteItemsError::TransactionCanceledException(cancel) = service.err()
     {
         let reasons = cancel.cancellation_reasons();
-        let throttled = reasons.iter().any(|r| {
-            matches!(
-                r.code(),
-                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "TransactionConflict")
-            )
-        });
-        if !throttled {
-            return StoreError::Conflict;
-        }
+        let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+        return match classify_cancellation(codes.iter().map(|c| Some(*c))) {
+            Cancelled::LostRace => StoreError::Conflict,
+            Cancelled::Throttled => StoreError::Unavailable(
+                format!("transaction throttled: {}", codes.join(",")).into(),
+            ),
+            Cancelled::Failed => {
+                StoreError::Other(format!("transaction cancelled: {}", codes.join(",")).into())
+            }
+        };
     }
     store_error(err)
+}
+
+fn put_item_found(err: &PutItemError) -> Option<Item> {
+    match err {
+        PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
+        _ => None,
+    }
+}
+
+fn update_item_found(err: &UpdateItemError) -> Option<Item> {
+    match err {
+        UpdateItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
+        _ => None,
+    }
+}
+
+/// A conditional single-item write's failure: the item it returned, if the condition
+/// failed; any other failure as a [`StoreError`].
+fn condition_failed<E>(
+    err: SdkError<E>,
+    item: impl FnOnce(&E) -> Option<Item>,
+) -> Result<Option<Item>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(service) = &err
+        && service.err().code() == Some("ConditionalCheckFailedException")
+    {
+        return Ok(item(service.err()));
+    }
+    Err(store_error(err))
 }
 
 impl DynamoDbStore {
@@ -155,7 +243,7 @@ impl DynamoDbStore {
 
     // ---- one-time codes -------------------------------------------------------------
 
-    /// The phone's OTP state (empty if it has none). One round trip.
+    /// The phone's OTP state (empty if it has none). One request.
     pub async fn load_otp(&self, phone: &PhoneNumber) -> Result<OtpState, StoreError> {
         let out = self
             .client
@@ -171,15 +259,16 @@ impl DynamoDbStore {
             .map_or(Ok(OtpState::default()), otp_from_item)
     }
 
-    /// Replace the phone's OTP state if it is still at `expected` (`None`: no item yet).
-    /// One round trip; [`StoreError::Conflict`] when another writer got there first.
+    /// Replace the phone's OTP state if the item is as `expect`ed. One request; when the
+    /// condition fails, the state it found instead.
     pub async fn save_otp(
         &self,
         phone: &PhoneNumber,
-        expected: Option<u64>,
+        expect: Expect,
         state: &OtpState,
         window_secs: u64,
-    ) -> Result<(), StoreError> {
+        now: UnixMillis,
+    ) -> Result<Conditional<(), OtpState>, StoreError> {
         let mut item = key(phone_pk(phone), SK_OTP);
         item.insert("ver".into(), n(state.version.unwrap_or(0)));
         item.insert(
@@ -200,15 +289,28 @@ impl DynamoDbStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
-        put = match expected {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        put = match expect {
+            // The TTL is rounded up to whole seconds: strictly below `now` in seconds,
+            // every send and code in the item is over.
+            Expect::Fresh => put
+                .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now", n(now.as_secs())),
+            Expect::Version(v) => put
                 .condition_expression("ver = :ver")
                 .expression_attribute_values(":ver", n(v)),
         };
-        put.send().await.map_err(store_error)?;
-        Ok(())
+        match put.send().await {
+            Ok(_) => Ok(Conditional::Applied(())),
+            Err(err) => {
+                let found = condition_failed(err, put_item_found)?;
+                Ok(Conditional::Failed(
+                    found.as_ref().map(otp_from_item).transpose()?,
+                ))
+            }
+        }
     }
 
     /// Count one wrong try against the code `code_id`, if it still has `attempts_before`
@@ -218,8 +320,9 @@ impl DynamoDbStore {
         phone: &PhoneNumber,
         code_id: &str,
         attempts_before: u32,
-    ) -> Result<(), StoreError> {
-        self.client
+    ) -> Result<Conditional<(), OtpState>, StoreError> {
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(phone_pk(phone), SK_OTP)))
@@ -228,13 +331,21 @@ impl DynamoDbStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":id", s(code_id))
             .expression_attribute_values(":before", n(u64::from(attempts_before)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
-            .map_err(store_error)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(Conditional::Applied(())),
+            Err(err) => {
+                let found = condition_failed(err, update_item_found)?;
+                Ok(Conditional::Failed(
+                    found.as_ref().map(otp_from_item).transpose()?,
+                ))
+            }
+        }
     }
 
-    /// The phone's OTP state and its user's `sub`, if it has logged in before. One round trip.
+    /// The phone's OTP state and its user's `sub`, if it has logged in before. One request.
     pub async fn load_login(
         &self,
         phone: &PhoneNumber,
@@ -258,8 +369,8 @@ impl DynamoDbStore {
     }
 
     /// In one transaction: consume the code (if it is still `code_id` with `attempts`
-    /// tries and unexpired), create the user's `sub` if new, create the session and its
-    /// first refresh token. Of concurrent verifies of one code exactly one commits.
+    /// tries and unexpired), create the user's `sub` if new, and create the session with
+    /// its first refresh token. Of concurrent verifies of one code exactly one commits.
     pub async fn complete_login(
         &self,
         phone: &PhoneNumber,
@@ -267,7 +378,6 @@ impl DynamoDbStore {
         attempts: u32,
         now: UnixMillis,
         session: &Session,
-        token: &StoredRefreshToken,
     ) -> Result<(), StoreError> {
         let consume = Update::builder()
             .table_name(&self.table)
@@ -294,163 +404,154 @@ impl DynamoDbStore {
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
-        let [new_session, first_token] = self.new_session_items(session, token)?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(consume).build(),
-            TransactWriteItem::builder().update(user).build(),
-            new_session,
-            first_token,
-        ])
-        .await
-    }
-
-    // ---- sessions and refresh tokens -------------------------------------------------
-
-    /// Store a new session with its first refresh token, outside a login (imports,
-    /// fixtures). One transaction; [`StoreError::Conflict`] if either exists.
-    pub async fn insert_session(
-        &self,
-        session: &Session,
-        token: &StoredRefreshToken,
-    ) -> Result<(), StoreError> {
-        self.transact(self.new_session_items(session, token)?.into())
-            .await
-    }
-
-    /// The presented token's record and its session. One round trip.
-    pub async fn load_refresh(
-        &self,
-        sid: &SessionId,
-        token_hash: &str,
-    ) -> Result<(Option<StoredRefreshToken>, Option<Session>), StoreError> {
-        let items = self
-            .batch_get(vec![
-                key(session_pk(sid), SK_SESSION),
-                key(session_pk(sid), &token_sk(token_hash)),
-            ])
-            .await?;
-        let mut token = None;
-        let mut session = None;
-        for item in &items {
-            let sk = get_s(item, SK)?;
-            if sk == SK_SESSION {
-                session = Some(session_from_item(item, sid)?);
-            } else if sk.strip_prefix("RT#") == Some(token_hash) {
-                token = Some(token_from_item(item, sid, token_hash)?);
-            }
-        }
-        Ok((token, session))
-    }
-
-    /// In one transaction: spend `old` (if live) or confirm it is still the spent token
-    /// seen at `spent_at` (reuse inside the grace), check the session is live, and store
-    /// `new`. [`StoreError::Conflict`] when a concurrent refresh or revocation won.
-    pub async fn rotate_refresh(
-        &self,
-        old: &StoredRefreshToken,
-        spent_at: Option<UnixMillis>,
-        now: UnixMillis,
-        new: &StoredRefreshToken,
-    ) -> Result<(), StoreError> {
-        let old_key = key(session_pk(&old.session_id), &token_sk(&old.hash));
-        let old_op = match spent_at {
-            None => TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .set_key(Some(old_key))
-                        .update_expression("SET spentAt = :now")
-                        .condition_expression(
-                            "attribute_exists(pk) AND attribute_not_exists(spentAt)",
-                        )
-                        .expression_attribute_values(":now", n(now.as_millis()))
-                        .build()
-                        .map_err(|e| StoreError::Other(e.into()))?,
-                )
-                .build(),
-            Some(at) => TransactWriteItem::builder()
-                .condition_check(
-                    ConditionCheck::builder()
-                        .table_name(&self.table)
-                        .set_key(Some(old_key))
-                        .condition_expression("spentAt = :spent")
-                        .expression_attribute_values(":spent", n(at.as_millis()))
-                        .build()
-                        .map_err(|e| StoreError::Other(e.into()))?,
-                )
-                .build(),
-        };
-        let session_live = ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(session_pk(&old.session_id), SK_SESSION)))
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(revokedAt) AND sessionExpiresAt > :now")
-            .expression_attribute_values(":now", n(now.as_millis()))
-            .build()
-            .map_err(|e| StoreError::Other(e.into()))?;
-        self.transact(vec![
-            old_op,
-            TransactWriteItem::builder()
-                .condition_check(session_live)
-                .build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(token_item(new))?)
-                .build(),
-        ])
-        .await
-    }
-
-    /// Revoke a session; `Ok(false)` if it was already revoked or does not exist.
-    pub async fn revoke_session(
-        &self,
-        sid: &SessionId,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(session_pk(sid), SK_SESSION)))
-            .update_expression("SET revokedAt = :now")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(revokedAt)")
-            .expression_attribute_values(":now", n(now.as_millis()))
-            .send()
-            .await
-            .map_err(store_error);
-        match result {
-            Ok(_) => Ok(true),
-            Err(StoreError::Conflict) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    // ---- helpers -----------------------------------------------------------------------
-
-    /// A new session item and its first token item, each conditioned on not existing.
-    fn new_session_items(
-        &self,
-        session: &Session,
-        token: &StoredRefreshToken,
-    ) -> Result<[TransactWriteItem; 2], StoreError> {
-        Ok([
-            TransactWriteItem::builder()
-                .put(self.put_new(session_item(session))?)
-                .build(),
-            TransactWriteItem::builder()
-                .put(self.put_new(token_item(token))?)
-                .build(),
-        ])
-    }
-
-    /// One all-or-nothing transaction; a failed condition is [`StoreError::Conflict`].
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         self.client
             .transact_write_items()
-            .set_transact_items(Some(items))
+            .transact_items(TransactWriteItem::builder().update(consume).build())
+            .transact_items(TransactWriteItem::builder().update(user).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put_new(session_item(session))?)
+                    .build(),
+            )
             .send()
             .await
             .map_err(transaction_error)?;
         Ok(())
     }
+
+    // ---- sessions and their refresh-token chain ---------------------------------------
+
+    /// Store a new session, outside a login (imports, fixtures). One request;
+    /// [`StoreError::Conflict`] if it exists.
+    pub async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(session_item(session)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                condition_failed(err, |_| None)?;
+                Err(StoreError::Conflict)
+            }
+        }
+    }
+
+    /// The session, if it exists. One request.
+    pub async fn load_session(&self, sid: &SessionId) -> Result<Option<Session>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(sid), SK_SESSION)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        out.item
+            .as_ref()
+            .map(|item| session_from_item(item, sid))
+            .transpose()
+    }
+
+    /// Rotate the session's live token from `presented_hash` to `next` in one
+    /// conditional update: only if `presented_hash` is still the live token and the
+    /// session and that token are live at `now`. `next.rotation_id` marks this write, so
+    /// a repeat of it (the SDK retrying after a lost answer) can be recognised. Answers
+    /// the session as written, or as it stood when the condition failed.
+    pub async fn rotate_refresh(
+        &self,
+        sid: &SessionId,
+        presented_hash: &str,
+        next: &Chain,
+        now: UnixMillis,
+    ) -> Result<Conditional<Session, Session>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(sid), SK_SESSION)))
+            .update_expression(
+                "SET cur = :next, gen = gen + :one, rotatedAt = :now, \
+                 tokenExpiresAt = :texp, rotationId = :rid, #ttl = :ttl",
+            )
+            .condition_expression(
+                "cur = :cur AND attribute_not_exists(revokedAt) \
+                 AND sessionExpiresAt > :now AND tokenExpiresAt > :now",
+            )
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":cur", s(presented_hash))
+            .expression_attribute_values(":next", s(next.current_hash.clone()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now.as_millis()))
+            .expression_attribute_values(":texp", n(next.token_expires_at.as_millis()))
+            .expression_attribute_values(":rid", s(next.rotation_id.clone().unwrap_or_default()))
+            .expression_attribute_values(":ttl", ttl(next.token_expires_at))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.ok_or(StoreError::Corrupt("attributes"))?;
+                Ok(Conditional::Applied(session_from_item(&item, sid)?))
+            }
+            Err(err) => {
+                let found = condition_failed(err, update_item_found)?;
+                Ok(Conditional::Failed(
+                    found
+                        .as_ref()
+                        .map(|i| session_from_item(i, sid))
+                        .transpose()?,
+                ))
+            }
+        }
+    }
+
+    /// Revoke a live session in one conditional update; with `only_if_current`, only
+    /// while that hash is its live token. Answers the session as it stood when the
+    /// condition failed (already revoked, expired, rotated on, or absent).
+    pub async fn revoke_session(
+        &self,
+        sid: &SessionId,
+        now: UnixMillis,
+        only_if_current: Option<&str>,
+    ) -> Result<Conditional<(), Session>, StoreError> {
+        let live =
+            "attribute_not_exists(revokedAt) AND sessionExpiresAt > :now AND tokenExpiresAt > :now";
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(sid), SK_SESSION)))
+            .update_expression("SET revokedAt = :now")
+            .expression_attribute_values(":now", n(now.as_millis()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        update = match only_if_current {
+            Some(hash) => update
+                .condition_expression(format!("cur = :cur AND {live}"))
+                .expression_attribute_values(":cur", s(hash)),
+            None => update.condition_expression(format!("attribute_exists(pk) AND {live}")),
+        };
+        match update.send().await {
+            Ok(_) => Ok(Conditional::Applied(())),
+            Err(err) => {
+                let found = condition_failed(err, update_item_found)?;
+                Ok(Conditional::Failed(
+                    found
+                        .as_ref()
+                        .map(|i| session_from_item(i, sid))
+                        .transpose()?,
+                ))
+            }
+        }
+    }
+
+    // ---- helpers -----------------------------------------------------------------------
 
     fn put_new(&self, item: Item) -> Result<Put, StoreError> {
         Put::builder()
@@ -461,14 +562,18 @@ impl DynamoDbStore {
             .map_err(|e| StoreError::Other(e.into()))
     }
 
-    /// Strongly consistent batch read; unprocessed keys are retried (bounded).
+    /// Strongly consistent batch read. Keys DynamoDB leaves unprocessed (it does under
+    /// throttling) are asked for again after a jittered back-off, a bounded number of times.
     async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
         let mut pending = Some(keys);
         let mut found = Vec::new();
-        for _ in 0..5 {
+        for round in 0..BATCH_GET_ROUNDS {
             let Some(keys) = pending.take().filter(|k| !k.is_empty()) else {
                 return Ok(found);
             };
+            if round > 0 {
+                crate::budget::back_off(round).await;
+            }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .consistent_read(true)
@@ -539,7 +644,18 @@ fn session_item(session: &Session) -> Item {
     item.insert("phone".into(), s(session.phone.clone()));
     item.insert("createdAt".into(), n(session.created_at.as_millis()));
     item.insert("sessionExpiresAt".into(), n(session.expires_at.as_millis()));
-    item.insert(TTL_ATTRIBUTE.into(), ttl(session.expires_at));
+    item.insert("cur".into(), s(session.chain.current_hash.clone()));
+    item.insert("gen".into(), n(session.chain.generation));
+    item.insert("rotatedAt".into(), n(session.chain.rotated_at.as_millis()));
+    item.insert(
+        "tokenExpiresAt".into(),
+        n(session.chain.token_expires_at.as_millis()),
+    );
+    // Gone once its live token has expired: every token of the chain has by then.
+    item.insert(
+        TTL_ATTRIBUTE.into(),
+        ttl(session.chain.token_expires_at.min(session.expires_at)),
+    );
     item
 }
 
@@ -551,27 +667,43 @@ fn session_from_item(item: &Item, sid: &SessionId) -> Result<Session, StoreError
         created_at: UnixMillis(get_n(item, "createdAt")?),
         expires_at: UnixMillis(get_n(item, "sessionExpiresAt")?),
         revoked: item.contains_key("revokedAt"),
+        chain: Chain {
+            current_hash: get_s(item, "cur")?.to_owned(),
+            generation: get_n(item, "gen")?,
+            rotated_at: UnixMillis(get_n(item, "rotatedAt")?),
+            token_expires_at: UnixMillis(get_n(item, "tokenExpiresAt")?),
+            rotation_id: get_opt_s(item, "rotationId")?,
+        },
     })
 }
 
-fn token_item(token: &StoredRefreshToken) -> Item {
-    let mut item = key(session_pk(&token.session_id), &token_sk(&token.hash));
-    item.insert("issuedAt".into(), n(token.issued_at.as_millis()));
-    item.insert("tokenExpiresAt".into(), n(token.expires_at.as_millis()));
-    item.insert(TTL_ATTRIBUTE.into(), ttl(token.expires_at));
-    item
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn token_from_item(
-    item: &Item,
-    sid: &SessionId,
-    hash: &str,
-) -> Result<StoredRefreshToken, StoreError> {
-    Ok(StoredRefreshToken {
-        hash: hash.to_owned(),
-        session_id: sid.clone(),
-        issued_at: UnixMillis(get_n(item, "issuedAt")?),
-        expires_at: UnixMillis(get_n(item, "tokenExpiresAt")?),
-        spent_at: get_opt_n(item, "spentAt")?.map(UnixMillis),
-    })
+    #[test]
+    fn a_cancelled_transaction_is_decided_by_its_reasons() {
+        let decide = |codes: &[&'static str]| classify_cancellation(codes.iter().map(|c| Some(*c)));
+        assert_eq!(
+            decide(&["None", "TransactionConflict"]),
+            Cancelled::LostRace
+        );
+        assert_eq!(
+            decide(&["ConditionalCheckFailed", "None"]),
+            Cancelled::LostRace
+        );
+        assert_eq!(
+            decide(&["TransactionConflict", "ThrottlingError"]),
+            Cancelled::Throttled
+        );
+        assert_eq!(
+            decide(&["None", "ProvisionedThroughputExceeded"]),
+            Cancelled::Throttled
+        );
+        assert_eq!(decide(&["ValidationError", "None"]), Cancelled::Failed);
+        assert_eq!(
+            decide(&["ValidationError", "ThrottlingError"]),
+            Cancelled::Throttled
+        );
+    }
 }

@@ -16,47 +16,28 @@ pub use secrets::{AuthSecret, SecretCache};
 pub use sns::SnsSmsSender;
 
 /// One SDK configuration per container, from the standard environment (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, credentials). Timeouts are short so
-/// a stuck dependency becomes a 503 well inside the Lambda timeout, never a hang.
+/// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, credentials), with [`sdk_timeouts`].
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(3))
-                .operation_timeout(Duration::from_secs(6))
-                .build(),
-        )
+        .timeout_config(sdk_timeouts())
         .load()
         .await
 }
 
-/// Whether an SDK failure means "the service is unavailable or throttling us" (503) rather
-/// than "we sent something wrong" (500).
-pub(crate) fn is_transient<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    use aws_sdk_dynamodb::error::SdkError;
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => matches!(
-            service.err().code(),
-            Some(
-                "ThrottlingException"
-                    | "Throttling"
-                    | "ProvisionedThroughputExceededException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "InternalFailure"
-                    | "InternalErrorException"
-                    | "ServiceUnavailable"
-                    | "TransactionConflictException"
-                    | "KMSThrottlingException"
-            )
-        ),
-        _ => false,
-    }
+/// Inside one region a connection takes milliseconds and DynamoDB answers in a few: a
+/// stuck connect or attempt is cut early and retried (the SDK's standard retries, three
+/// attempts with jittered back-off) while the invocation still has time. Every call is
+/// also cut at the invocation's deadline (`budget::Budget`), so whatever stalls, the
+/// answer is a contract 503 inside the function's 10 s timeout: at most 1 s waiting on
+/// a due secret refresh, then at most 4 s per store call and 3 s for the SMS publish.
+pub fn sdk_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(4))
+        .build()
 }
+
+/// One SMS publish attempt (it is never retried once sent; see `sns`). SNS usually
+/// answers a publish within a few hundred milliseconds.
+pub const SMS_PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);

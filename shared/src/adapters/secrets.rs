@@ -241,6 +241,11 @@ impl<T: Send + Sync> SecretCache<T> {
         }
     }
 
+    /// The cached value as it is, without any read.
+    pub fn cached(&self) -> Arc<T> {
+        self.snapshot().0
+    }
+
     /// The current value, re-read first if the cached one is stale.
     pub async fn get(&self) -> Arc<T> {
         let now = self.clock.now();

@@ -1,20 +1,64 @@
-//! SMS through SNS `Publish` to a phone number, as a transactional message.
+//! SMS through SNS `Publish` to a phone number (CONTRACT §3, §3b).
+//!
+//! A publish is sent at most once per call: the client's own retries are off, because
+//! a publish whose answer was lost may already be on its way, and a second one would be
+//! a second SMS (money, and the send limit no longer exact). What failed is reported so
+//! that the caller can tell a definite refusal (safe to take back, and to retry when
+//! throttled or never connected) from a publish that got no answer.
 
 use aws_sdk_sns::Client;
+use std::time::Duration;
+
+use aws_sdk_sns::config::retry::RetryConfig;
+use aws_sdk_sns::config::timeout::TimeoutConfig;
 use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::domain::PhoneNumber;
 use crate::ports::{SmsError, SmsSender};
 
+/// SNS error codes that mean "throttled before accepting the message".
+const THROTTLED_CODES: [&str; 5] = [
+    "Throttled",
+    "ThrottledException",
+    "Throttling",
+    "ThrottlingException",
+    "KMSThrottling",
+];
+
 pub struct SnsSmsSender {
     client: Client,
     sender_id: Option<String>,
+    max_price_usd: Option<String>,
 }
 
 impl SnsSmsSender {
-    pub fn new(client: Client, sender_id: Option<String>) -> Self {
-        Self { client, sender_id }
+    /// Wraps `client` with its retries turned off (see the module docs).
+    pub fn new(client: &Client, sender_id: Option<String>) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_attempt_timeout(super::SMS_PUBLISH_TIMEOUT)
+                    .operation_timeout(super::SMS_PUBLISH_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            sender_id,
+            max_price_usd: None,
+        }
+    }
+
+    /// Refuse any message that would cost more than this (`AWS.SNS.SMS.MaxPrice`, USD),
+    /// so a premium-rate destination is not paid for.
+    pub fn with_max_price(mut self, usd: Option<String>) -> Self {
+        self.max_price_usd = usd;
+        self
     }
 }
 
@@ -23,7 +67,83 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, SmsError> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| SmsError::Refused(e.into()))
+        .map_err(|e| SmsError::Refused {
+            retryable: false,
+            source: e.into(),
+        })
+}
+
+fn number_attribute(value: &str) -> Result<MessageAttributeValue, SmsError> {
+    MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(value)
+        .build()
+        .map_err(|e| SmsError::Refused {
+            retryable: false,
+            source: e.into(),
+        })
+}
+
+/// Whether a dispatch failure happened before any connection to SNS existed (the
+/// connect itself failed or timed out), so no byte of the request can have reached it.
+fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::NetworkUnreachable
+                    | std::io::ErrorKind::HostUnreachable
+            )
+        {
+            return true;
+        }
+        let text = e.to_string();
+        // hyper-util's connect errors and the SDK's connect timeout.
+        if text.contains("client error (Connect)") || text.starts_with("HTTP connect timeout") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Classify a failed publish (CONTRACT §3).
+fn classify<E, R>(err: &SdkError<E, R>) -> SmsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        // An error answer: SNS did not take the message. A service error's message may
+        // quote the phone number: keep only its code.
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown");
+            SmsError::Refused {
+                retryable: THROTTLED_CODES.contains(&code),
+                source: format!("SNS error {code}").into(),
+            }
+        }
+        SdkError::DispatchFailure(failure)
+            if failure
+                .as_connector_error()
+                .is_some_and(|c| never_connected(c)) =>
+        {
+            SmsError::Refused {
+                retryable: true,
+                source: DisplayErrorContext(err).to_string().into(),
+            }
+        }
+        SdkError::ConstructionFailure(_) => SmsError::Refused {
+            retryable: false,
+            source: DisplayErrorContext(err).to_string().into(),
+        },
+        // Timed out, cut off after the request went out, or an answer we could not read:
+        // SNS may have accepted it.
+        _ => SmsError::Unanswered(DisplayErrorContext(err).to_string().into()),
+    }
 }
 
 impl SmsSender for SnsSmsSender {
@@ -37,28 +157,12 @@ impl SmsSender for SnsSmsSender {
         if let Some(id) = &self.sender_id {
             publish = publish.message_attributes("AWS.SNS.SMS.SenderID", string_attribute(id)?);
         }
+        if let Some(price) = &self.max_price_usd {
+            publish = publish.message_attributes("AWS.SNS.SMS.MaxPrice", number_attribute(price)?);
+        }
         match publish.send().await {
             Ok(_) => Ok(()),
-            Err(err) => {
-                let transient = matches!(
-                    err,
-                    SdkError::TimeoutError(_)
-                        | SdkError::DispatchFailure(_)
-                        | SdkError::ResponseError(_)
-                );
-                // A service error's message may quote the phone number: keep only its code.
-                let detail = match &err {
-                    SdkError::ServiceError(service) => {
-                        format!("SNS error {}", service.err().code().unwrap_or("unknown"))
-                    }
-                    other => DisplayErrorContext(other).to_string(),
-                };
-                Err(if transient {
-                    SmsError::Unavailable(detail.into())
-                } else {
-                    SmsError::Refused(detail.into())
-                })
-            }
+            Err(err) => Err(classify(&err)),
         }
     }
 }

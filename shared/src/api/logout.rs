@@ -1,4 +1,5 @@
-//! POST /logout (CONTRACT §1, §4): revoke the session a refresh token belongs to.
+//! POST /logout (CONTRACT §1, §4): revoke the session a refresh token belongs to, with
+//! any unexpired token of its chain.
 
 use std::sync::Arc;
 
@@ -6,22 +7,33 @@ use aws_config::SdkConfig;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::{Endpoint, InitError, respond};
-use crate::adapters::DynamoDbStore;
+use super::{Endpoint, InitError, Round, current_secret, respond, settle, within};
+use crate::adapters::secrets::{SecretCache, require_pepper};
+use crate::adapters::{AuthSecret, DynamoDbStore};
+use crate::budget::Budget;
 use crate::config::{Env, StoreConfig};
 use crate::domain::session::may_log_out;
-use crate::domain::{AuthError, RefreshToken};
+use crate::domain::{AuthError, ChainKey, RefreshToken, Session};
 use crate::http::{json_object, refresh_token_field, require_post};
-use crate::ports::Clock;
+use crate::ports::{Clock, Conditional};
 
 pub struct Logout {
     store: DynamoDbStore,
+    secret: SecretCache<AuthSecret>,
     clock: Arc<dyn Clock>,
 }
 
 impl Logout {
-    pub fn new(store: DynamoDbStore, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    pub fn new(
+        store: DynamoDbStore,
+        secret: SecretCache<AuthSecret>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            secret,
+            clock,
+        }
     }
 
     async fn logout(&self, req: &Request) -> Result<Value, AuthError> {
@@ -29,18 +41,51 @@ impl Logout {
         let body = json_object(req)?;
         let presented = RefreshToken::parse(refresh_token_field(&body)?)
             .map_err(|_| AuthError::InvalidToken)?;
+        let budget = Budget::from_request(req);
+        let secret = current_secret(&budget, &self.secret).await;
+        let pepper = secret
+            .pepper()
+            .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
+        let key = ChainKey::derive(pepper);
+        settle(&budget, |known| {
+            self.logout_round(&budget, &key, &presented, known)
+        })
+        .await
+    }
+
+    /// First round: revoke if the presented token is the live one (one conditional
+    /// update). Otherwise the session as it stood decides: an older token of its chain
+    /// revokes it with a second update.
+    async fn logout_round(
+        &self,
+        budget: &Budget,
+        key: &ChainKey,
+        presented: &RefreshToken,
+        known: Option<Session>,
+    ) -> Result<Round<Session, Value>, AuthError> {
         let sid = presented.session_id();
         let now = self.clock.now();
-        let (stored, session) = self.store.load_refresh(sid, &presented.hash()).await?;
-        if !may_log_out(stored.as_ref(), session.as_ref(), now) {
-            return Err(AuthError::InvalidToken);
+        let hash = presented.hash();
+        let only_if_current = match &known {
+            None => Some(hash.as_str()),
+            Some(session) if may_log_out(presented, key, Some(session), now) => None,
+            Some(_) => return Err(AuthError::InvalidToken),
+        };
+        match within(budget, self.store.revoke_session(sid, now, only_if_current)).await? {
+            Conditional::Applied(()) => {
+                tracing::info!(sid = sid.as_str(), "logged out");
+                Ok(Round::Done(json!({})))
+            }
+            // Absent, revoked (a concurrent logout or reuse detection), or expired.
+            Conditional::Failed(None) => Err(AuthError::InvalidToken),
+            Conditional::Failed(Some(session)) if !session.is_live(now) => {
+                Err(AuthError::InvalidToken)
+            }
+            // Live, but the token is not its live one: is it an older one of the chain?
+            Conditional::Failed(Some(session)) if known.is_none() => Ok(Round::Next(session)),
+            // A live session whose condition still failed: raced with a rotation.
+            Conditional::Failed(Some(session)) => Ok(Round::Lost(Some(session))),
         }
-        if !self.store.revoke_session(sid, now).await? {
-            // A concurrent logout or reuse detection revoked it first.
-            return Err(AuthError::InvalidToken);
-        }
-        tracing::info!(sid = sid.as_str(), "logged out");
-        Ok(json!({}))
     }
 }
 
@@ -53,8 +98,12 @@ impl Endpoint for Logout {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
+        let secret =
+            super::load_auth_secret(aws, env, &clock, AuthSecret::parse_pepper_only).await?;
+        require_pepper(&secret).await?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
+            secret,
             clock,
         ))
     }

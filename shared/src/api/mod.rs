@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::adapters::AuthSecret;
 use crate::adapters::secrets::{SecretCache, SecretError};
+use crate::budget::Budget;
 use crate::config::{ConfigError, Env, SecretConfig};
 use crate::domain::AuthError;
 use crate::http::{CachePolicy, error_response, json_response};
@@ -89,12 +90,76 @@ impl From<StoreError> for AuthError {
     }
 }
 
-/// Bounded retries of an optimistic read-decide-write cycle: each retry means another
-/// writer made progress, so this bound is reached only under pathological contention.
-pub(crate) const MAX_WRITE_RACES: usize = 16;
+/// A bound on rounds of one request's read-decide-write cycle: each lost race means
+/// another writer made progress, so it is reached only under pathological contention.
+pub(crate) const MAX_WRITE_RACES: u32 = 16;
 
 pub(crate) fn too_much_contention() -> AuthError {
     AuthError::unavailable("dynamodb", "too many concurrent writers for one item")
+}
+
+/// How one round of a read-decide-write cycle ended.
+pub(crate) enum Round<S, T> {
+    /// Decided: the request's outcome.
+    Done(T),
+    /// Lost a race to another writer: back off, then decide again from `S` (what the
+    /// failed condition returned) or, with `None`, from a fresh read.
+    Lost(Option<S>),
+    /// Not a race, just a second step (logout with an older token of a chain): decide
+    /// again from `S` at once.
+    Next(S),
+}
+
+/// The one place that settles races for every endpoint (CONTRACT §1): run `round`
+/// until it decides, backing off with jitter after each lost race, within the
+/// invocation's budget. Races never become errors; only a budget or bound exhausted
+/// by contention does (503).
+pub(crate) async fn settle<S, T, F, Fut>(budget: &Budget, mut round: F) -> Result<T, AuthError>
+where
+    F: FnMut(Option<S>) -> Fut,
+    Fut: Future<Output = Result<Round<S, T>, AuthError>>,
+{
+    let mut known = None;
+    let mut lost = 0;
+    loop {
+        match round(known.take()).await? {
+            Round::Done(outcome) => return Ok(outcome),
+            Round::Next(state) => known = Some(state),
+            Round::Lost(state) => {
+                if lost >= MAX_WRITE_RACES || !budget.back_off(lost).await {
+                    return Err(too_much_contention());
+                }
+                lost += 1;
+                known = state;
+            }
+        }
+    }
+}
+
+/// A store call bounded by the invocation's budget: out of time is "unavailable" (503).
+pub(crate) async fn within<T>(
+    budget: &Budget,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    budget
+        .bound(call)
+        .await
+        .unwrap_or_else(|out_of_time| Err(StoreError::Unavailable(out_of_time.into())))
+}
+
+/// The longest a request waits for a due refresh of a cached secret before going on
+/// with the cached value (CONTRACT §1: a failed refresh keeps the cached one).
+const SECRET_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The cached secret, refreshed first if due and Secrets Manager answers in time.
+pub(crate) async fn current_secret<T: Send + Sync>(
+    budget: &Budget,
+    cache: &SecretCache<T>,
+) -> Arc<T> {
+    let wait = SECRET_REFRESH_WAIT.min(budget.remaining() / 4);
+    tokio::time::timeout(wait, cache.get())
+        .await
+        .unwrap_or_else(|_| cache.cached())
 }
 
 /// The auth secret, read at init with `parse`; a function that cannot read it fails

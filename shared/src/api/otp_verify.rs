@@ -9,18 +9,18 @@ use ring::rand::SystemRandom;
 use serde_json::Value;
 
 use super::{
-    Endpoint, InitError, MAX_WRITE_RACES, respond, rng_failed, token_pair, too_much_contention,
+    Endpoint, InitError, Round, current_secret, respond, rng_failed, settle, token_pair, within,
 };
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
+use crate::budget::Budget;
 use crate::config::{Env, OtpConfig, StoreConfig, TokenConfig};
 use crate::domain::session::SessionId;
 use crate::domain::{
-    AuthError, OtpCode, PhoneNumber, RefreshToken, Session, StoredRefreshToken, VerifyOutcome,
-    random_id,
+    AuthError, OtpCode, PhoneNumber, RefreshToken, Session, VerifyOutcome, random_id,
 };
 use crate::http::{json_object, require_post, string_field};
-use crate::ports::{Clock, StoreError};
+use crate::ports::{Clock, Conditional, StoreError};
 
 pub struct OtpVerify {
     store: DynamoDbStore,
@@ -58,76 +58,86 @@ impl OtpVerify {
             .map_err(|_| AuthError::bad_request("phone: must be +7 followed by 10 digits"))?;
         let code = OtpCode::parse(string_field(&body, "code")?)
             .map_err(|_| AuthError::bad_request("code: must be exactly 6 digits"))?;
-        let secret = self.secret.get().await;
+        let budget = Budget::from_request(req);
+        let secret = current_secret(&budget, &self.secret).await;
+        settle(&budget, |_: Option<()>| {
+            self.verify_round(&budget, &secret, &phone, &code)
+        })
+        .await
+    }
+
+    /// One round: read the phone's code and user (one batched request), then count a
+    /// wrong try or consume the code and open the session (one transaction).
+    async fn verify_round(
+        &self,
+        budget: &Budget,
+        secret: &AuthSecret,
+        phone: &PhoneNumber,
+        code: &OtpCode,
+    ) -> Result<Round<(), Value>, AuthError> {
         let pepper = secret
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
-        let max_attempts = self.max_attempts.get();
-
-        for _ in 0..MAX_WRITE_RACES {
-            let now = self.clock.now();
-            let (state, existing_sub) = self.store.load_login(&phone).await?;
-            match state.check(now, max_attempts, pepper, &phone, &code) {
-                VerifyOutcome::NoActiveCode => return Err(AuthError::ExpiredCode),
-                VerifyOutcome::Wrong {
-                    code_id,
-                    attempts,
-                    attempts_left,
-                } => match self
-                    .store
-                    .record_wrong_attempt(&phone, &code_id, attempts)
-                    .await
+        let now = self.clock.now();
+        let (state, existing_sub) = within(budget, self.store.load_login(phone)).await?;
+        match state.check(now, self.max_attempts.get(), pepper, phone, code) {
+            VerifyOutcome::NoActiveCode => Err(AuthError::ExpiredCode),
+            VerifyOutcome::Wrong {
+                code_id,
+                attempts,
+                attempts_left,
+            } => match within(
+                budget,
+                self.store.record_wrong_attempt(phone, &code_id, attempts),
+            )
+            .await?
+            {
+                Conditional::Applied(()) => {
+                    tracing::info!(phone = %phone, attempts_left, "wrong code");
+                    Err(AuthError::InvalidCode { attempts_left })
+                }
+                Conditional::Failed(_) => Ok(Round::Lost(None)),
+            },
+            VerifyOutcome::Accepted { code_id, attempts } => {
+                let sub = match &existing_sub {
+                    Some(sub) => sub.clone(),
+                    None => random_id(&self.rng).map_err(rng_failed)?,
+                };
+                let id = SessionId::generate(&self.rng).map_err(rng_failed)?;
+                let refresh = RefreshToken::generate(&self.rng, &id).map_err(rng_failed)?;
+                let session = Session::start(
+                    id,
+                    sub,
+                    phone.e164().to_owned(),
+                    &refresh,
+                    now,
+                    u64::from(self.tokens.session_max_seconds.get()),
+                    u64::from(self.tokens.refresh_ttl_seconds.get()),
+                );
+                // Sign before consuming the code: a signing failure must not burn it.
+                let access = self.issuer.issue(secret, &self.rng, now, &session)?;
+                match within(
+                    budget,
+                    self.store
+                        .complete_login(phone, &code_id, attempts, now, &session),
+                )
+                .await
                 {
                     Ok(()) => {
-                        tracing::info!(phone = %phone, attempts_left, "wrong code");
-                        return Err(AuthError::InvalidCode { attempts_left });
+                        tracing::info!(phone = %phone, first_login = existing_sub.is_none(), "signed in");
+                        Ok(Round::Done(token_pair(
+                            access,
+                            refresh.expose(),
+                            self.issuer.access_ttl_seconds(),
+                        )))
                     }
-                    Err(StoreError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
-                },
-                VerifyOutcome::Accepted { code_id, attempts } => {
-                    let sub = match &existing_sub {
-                        Some(sub) => sub.clone(),
-                        None => random_id(&self.rng).map_err(rng_failed)?,
-                    };
-                    let session = Session {
-                        id: SessionId::generate(&self.rng).map_err(rng_failed)?,
-                        sub,
-                        phone: phone.e164().to_owned(),
-                        created_at: now,
-                        expires_at: now.plus_secs(u64::from(self.tokens.session_max_seconds.get())),
-                        revoked: false,
-                    };
-                    let refresh =
-                        RefreshToken::generate(&self.rng, &session.id).map_err(rng_failed)?;
-                    let stored = StoredRefreshToken::issue(
-                        refresh.hash(),
-                        &session,
-                        now,
-                        u64::from(self.tokens.refresh_ttl_seconds.get()),
-                    );
-                    // Sign before consuming the code: a signing failure must not burn it.
-                    let access = self.issuer.issue(&secret, &self.rng, now, &session)?;
-                    match self
-                        .store
-                        .complete_login(&phone, &code_id, attempts, now, &session, &stored)
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::info!(phone = %phone, first_login = existing_sub.is_none(), "signed in");
-                            return Ok(token_pair(
-                                access,
-                                refresh.expose(),
-                                self.issuer.access_ttl_seconds(),
-                            ));
-                        }
-                        Err(StoreError::Conflict) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
+                    // Another verify, a wrong try or a new send got there first, or a
+                    // transaction held one of the items (`TransactionConflict`).
+                    Err(StoreError::Conflict) => Ok(Round::Lost(None)),
+                    Err(e) => Err(e.into()),
                 }
             }
         }
-        Err(too_much_contention())
     }
 }
 

@@ -9,15 +9,16 @@ use ring::rand::SystemRandom;
 use serde_json::Value;
 
 use super::{
-    Endpoint, InitError, MAX_WRITE_RACES, respond, rng_failed, token_pair, too_much_contention,
+    Endpoint, InitError, Round, current_secret, respond, rng_failed, settle, token_pair, within,
 };
 use crate::adapters::secrets::SecretCache;
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
+use crate::budget::Budget;
 use crate::config::{Env, StoreConfig, TokenConfig};
-use crate::domain::session::decide_refresh;
-use crate::domain::{AuthError, RefreshDecision, RefreshToken, StoredRefreshToken};
+use crate::domain::session::{Chain, decide_refresh};
+use crate::domain::{AuthError, ChainKey, RefreshDecision, RefreshToken, random_id};
 use crate::http::{json_object, refresh_token_field, require_post};
-use crate::ports::{Clock, StoreError};
+use crate::ports::{Clock, Conditional};
 
 pub struct TokenRefresh {
     store: DynamoDbStore,
@@ -50,18 +51,82 @@ impl TokenRefresh {
         let body = json_object(req)?;
         let presented = RefreshToken::parse(refresh_token_field(&body)?)
             .map_err(|_| AuthError::InvalidRefreshToken)?;
-        let sid = presented.session_id();
-        let hash = presented.hash();
-        let grace_millis = u64::from(self.tokens.refresh_reuse_grace_seconds).saturating_mul(1000);
+        let budget = Budget::from_request(req);
+        let secret = current_secret(&budget, &self.secret).await;
+        let pepper = secret
+            .pepper()
+            .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
+        let key = ChainKey::derive(pepper);
+        // Refuse before spending the token if no key could sign the answer.
+        if secret.active_key(self.clock.now()).is_none() {
+            return Err(AuthError::internal("signing", "no signing key is active"));
+        }
+        settle(&budget, |_: Option<()>| {
+            self.refresh_round(&budget, &secret, &key, &presented)
+        })
+        .await
+    }
 
-        for _ in 0..MAX_WRITE_RACES {
-            let now = self.clock.now();
-            let (stored, session) = self.store.load_refresh(sid, &hash).await?;
-            let spent_at =
-                match decide_refresh(stored.as_ref(), session.as_ref(), now, grace_millis) {
+    /// One round: a single conditional update rotates the live token; if it was not the
+    /// live token, the session as it stood decides (CONTRACT §4).
+    async fn refresh_round(
+        &self,
+        budget: &Budget,
+        secret: &AuthSecret,
+        key: &ChainKey,
+        presented: &RefreshToken,
+    ) -> Result<Round<(), Value>, AuthError> {
+        let sid = presented.session_id();
+        let now = self.clock.now();
+        let next = presented.successor(key);
+        let rotation_id = random_id(&self.rng).map_err(rng_failed)?;
+        let ttl = u64::from(self.tokens.refresh_ttl_seconds.get());
+        let grace_millis = u64::from(self.tokens.refresh_reuse_grace_seconds).saturating_mul(1000);
+        // Only `current_hash`, `token_expires_at` and `rotation_id` of the new chain are
+        // written; the generation is incremented in DynamoDB.
+        let chain = Chain {
+            current_hash: next.hash(),
+            generation: 0,
+            rotated_at: now,
+            token_expires_at: now.plus_secs(ttl),
+            rotation_id: Some(rotation_id.clone()),
+        };
+        let outcome = within(
+            budget,
+            self.store
+                .rotate_refresh(sid, &presented.hash(), &chain, now),
+        )
+        .await?;
+        let session = match outcome {
+            Conditional::Applied(session) => {
+                tracing::info!(
+                    sid = sid.as_str(),
+                    generation = session.chain.generation,
+                    "refresh token rotated"
+                );
+                session
+            }
+            Conditional::Failed(None) => return Err(AuthError::InvalidRefreshToken),
+            // This very rotation, applied by an attempt whose answer was lost.
+            Conditional::Failed(Some(session))
+                if session.chain.rotation_id.as_deref() == Some(rotation_id.as_str()) =>
+            {
+                session
+            }
+            Conditional::Failed(Some(session)) => {
+                match decide_refresh(presented, key, Some(&session), now, grace_millis) {
                     RefreshDecision::Reject => return Err(AuthError::InvalidRefreshToken),
+                    RefreshDecision::RepeatSuccessor => {
+                        tracing::info!(
+                            sid = sid.as_str(),
+                            "refresh retried inside the grace; same successor"
+                        );
+                        session
+                    }
                     RefreshDecision::RevokeSession => {
-                        let revoked = self.store.revoke_session(sid, now).await?;
+                        let revoked = within(budget, self.store.revoke_session(sid, now, None))
+                            .await?
+                            == Conditional::Applied(());
                         tracing::warn!(
                             sid = sid.as_str(),
                             revoked,
@@ -69,43 +134,18 @@ impl TokenRefresh {
                         );
                         return Err(AuthError::InvalidRefreshToken);
                     }
-                    RefreshDecision::Rotate => None,
-                    RefreshDecision::RotateWithinGrace { spent_at } => Some(spent_at),
-                };
-            let (Some(stored), Some(session)) = (stored, session) else {
-                return Err(AuthError::InvalidRefreshToken);
-            };
-            let next = RefreshToken::generate(&self.rng, sid).map_err(rng_failed)?;
-            let next_stored = StoredRefreshToken::issue(
-                next.hash(),
-                &session,
-                now,
-                u64::from(self.tokens.refresh_ttl_seconds.get()),
-            );
-            let secret = self.secret.get().await;
-            let access = self.issuer.issue(&secret, &self.rng, now, &session)?;
-            match self
-                .store
-                .rotate_refresh(&stored, spent_at, now, &next_stored)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(
-                        sid = sid.as_str(),
-                        within_grace = spent_at.is_some(),
-                        "refreshed"
-                    );
-                    return Ok(token_pair(
-                        access,
-                        next.expose(),
-                        self.issuer.access_ttl_seconds(),
-                    ));
+                    // The live token after all, yet the write failed: raced with a
+                    // change that is gone again. Decide anew.
+                    RefreshDecision::Rotate => return Ok(Round::Lost(None)),
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
             }
-        }
-        Err(too_much_contention())
+        };
+        let access = self.issuer.issue(secret, &self.rng, now, &session)?;
+        Ok(Round::Done(token_pair(
+            access,
+            next.expose(),
+            self.issuer.access_ttl_seconds(),
+        )))
     }
 }
 

@@ -4,12 +4,12 @@ use ring::rand::SystemRandom;
 use secrecy::SecretSlice;
 
 use crate::adapters::DynamoDbStore;
+use crate::adapters::dynamodb::Expect;
 use crate::domain::error::BoxError;
 use crate::domain::otp::ActiveCode;
 use crate::domain::session::SessionId;
 use crate::domain::{
-    CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, StoredRefreshToken, UnixMillis,
-    random_id,
+    CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, UnixMillis, random_id,
 };
 
 /// An active code `code` for a phone with no OTP state yet, as if sent at `now`.
@@ -30,7 +30,9 @@ pub async fn seed_code(
         }),
         version: Some(1),
     };
-    store.save_otp(phone, None, &state, 300).await?;
+    store
+        .save_otp(phone, Expect::Fresh, &state, 300, now)
+        .await?;
     Ok(())
 }
 
@@ -40,16 +42,16 @@ pub async fn seed_session(
     token: &RefreshToken,
     now: UnixMillis,
 ) -> Result<(), BoxError> {
-    let session = Session {
-        id: SessionId::from_stored(token.session_id().as_str().to_owned()),
-        sub: random_id(&SystemRandom::new()).map_err(|_| "random source failed")?,
-        phone: "+77001234561".into(),
-        created_at: now,
-        expires_at: now.plus_secs(86_400),
-        revoked: false,
-    };
-    let stored = StoredRefreshToken::issue(token.hash(), &session, now, 3600);
-    store.insert_session(&session, &stored).await?;
+    let session = Session::start(
+        SessionId::from_stored(token.session_id().as_str().to_owned()),
+        random_id(&SystemRandom::new()).map_err(|_| "random source failed")?,
+        "+77001234561".into(),
+        token,
+        now,
+        86_400,
+        3600,
+    );
+    store.insert_session(&session).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ pub mod time;
 pub use error::AuthError;
 pub use otp::{CodeMac, OtpCode, OtpState, SendOutcome, VerifyOutcome};
 pub use phone::PhoneNumber;
-pub use session::{RefreshDecision, RefreshToken, Session, StoredRefreshToken};
+pub use session::{ChainKey, RefreshDecision, RefreshToken, Session};
 pub use time::UnixMillis;
 
 /// A new random id (user `sub`, code id): 128 bits from the CSPRNG, base64url. Not

@@ -148,8 +148,15 @@ pub enum VerifyOutcome {
 }
 
 impl OtpState {
-    fn next_version(&self) -> Option<u64> {
-        Some(self.version.map_or(1, |v| v.saturating_add(1)))
+    /// The version a write of this state's successor at `now` carries. A phone's first
+    /// item (or one replacing an item whose TTL has passed) starts at `now` in
+    /// milliseconds, not at 1, so a writer still holding a version of an earlier, expired
+    /// item can never match the new one.
+    fn next_version(&self, now: UnixMillis) -> Option<u64> {
+        Some(
+            self.version
+                .map_or(now.as_millis(), |v| v.saturating_add(1)),
+        )
     }
 
     /// Sends still inside the window at `now`.
@@ -181,7 +188,7 @@ impl OtpState {
         SendOutcome::Admitted(OtpState {
             sends,
             code: Some(code),
-            version: self.next_version(),
+            version: self.next_version(now),
         })
     }
 
@@ -204,7 +211,7 @@ impl OtpState {
         OtpState {
             sends,
             code,
-            version: self.next_version(),
+            version: self.next_version(sent_at),
         }
     }
 
@@ -318,7 +325,7 @@ mod tests {
             state =
                 admitted(state.admit_send(at, POLICY, code_for("c", "111111", at.plus_secs(300))));
         }
-        assert_eq!(state.version, Some(3));
+        assert_eq!(state.version, Some(t0.as_millis() + 2));
         let at = t0.plus_secs(100);
         assert_eq!(
             state.admit_send(at, POLICY, code_for("d", "222222", at)),
@@ -359,7 +366,7 @@ mod tests {
         let back = second.without_send(t1, "b", first.code.clone());
         assert_eq!(back.sends, first.sends);
         assert_eq!(back.code, first.code);
-        assert_eq!(back.version, Some(3));
+        assert_eq!(back.version, Some(t0.as_millis() + 2));
     }
 
     #[test]

@@ -1,21 +1,33 @@
-//! Sessions and rotating refresh tokens (CONTRACT §4, RFC 9700 §4.14.2).
+//! Sessions and their refresh-token chain (CONTRACT §4, RFC 9700 §4.14.2).
 //!
-//! A refresh token is `base64url(session id ‖ 256 random bits)`: 64 URL-safe characters.
-//! Carrying the session id lets one batched read fetch both the token's record and its
-//! session; only the token's SHA-256 is stored.
+//! A refresh token is `base64url(session id ‖ 256 bits)`: 64 URL-safe characters. The
+//! 256 bits of a session's first token come from the CSPRNG; those of every later token
+//! are `HMAC-SHA256(chain key, previous token)`. The chain runs forward only: from any
+//! token the service can compute every later one, never an earlier one, and nobody
+//! without the key can compute any. So the session item stores just the SHA-256 of the
+//! one live token and how many rotations the chain has had; an older token of the chain
+//! is recognised by walking forward from it to the live one (reuse detection, logout),
+//! and a retry inside the grace is answered with the very successor its rotation issued
+//! without that successor ever being stored in clear.
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::digest;
 use ring::rand::SecureRandom;
+use ring::{digest, hmac};
+use secrecy::{ExposeSecret, SecretSlice};
 
 use super::time::UnixMillis;
 
 const SESSION_ID_BYTES: usize = 16;
 const SECRET_BYTES: usize = 32;
 const TOKEN_BYTES: usize = SESSION_ID_BYTES + SECRET_BYTES;
+
+/// How far back a token of a chain is still recognised: at least the 1,000 rotations the
+/// contract asks for, and bounded so that an invented token costs at most this many
+/// HMACs (about 20 ms of CPU) to tell apart.
+pub const MAX_CHAIN_WALK: u64 = 10_000;
 
 /// Random 128-bit session id (base64url); also the access token's `sid`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,10 +49,31 @@ impl SessionId {
     }
 }
 
+/// The key of the refresh-token chains: derived from the pepper under its own label, so
+/// the secret keeps its shape (CONTRACT §5) and no two uses share a key.
+pub struct ChainKey(hmac::Key);
+
+impl ChainKey {
+    const LABEL: &'static [u8] = b"foodsave-auth/refresh-token-chain/v1";
+
+    pub fn derive(pepper: &SecretSlice<u8>) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, pepper.expose_secret());
+        let derived = hmac::sign(&root, Self::LABEL);
+        Self(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    }
+}
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
 /// A refresh token as presented or issued. `Debug` never shows it.
 #[derive(Clone)]
 pub struct RefreshToken {
     text: String,
+    sid: [u8; SESSION_ID_BYTES],
     session_id: SessionId,
 }
 
@@ -49,24 +82,39 @@ pub struct RefreshToken {
 pub struct UnknownToken;
 
 impl RefreshToken {
+    /// The first token of a session: 256 bits from the CSPRNG.
     pub fn generate(
         rng: &dyn SecureRandom,
         session_id: &SessionId,
     ) -> Result<Self, ring::error::Unspecified> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        let sid = URL_SAFE_NO_PAD
+        let decoded = URL_SAFE_NO_PAD
             .decode(session_id.as_str())
             .map_err(|_| ring::error::Unspecified)?;
-        let (head, tail) = bytes.split_at_mut(SESSION_ID_BYTES);
-        if sid.len() != SESSION_ID_BYTES {
-            return Err(ring::error::Unspecified);
-        }
-        head.copy_from_slice(&sid);
-        rng.fill(tail)?;
-        Ok(Self {
+        let sid: [u8; SESSION_ID_BYTES] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| ring::error::Unspecified)?;
+        let mut secret = [0u8; SECRET_BYTES];
+        rng.fill(&mut secret)?;
+        Ok(Self::assemble(sid, &secret))
+    }
+
+    fn assemble(sid: [u8; SESSION_ID_BYTES], secret: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(TOKEN_BYTES);
+        bytes.extend_from_slice(&sid);
+        bytes.extend_from_slice(secret);
+        Self {
             text: URL_SAFE_NO_PAD.encode(bytes),
-            session_id: session_id.clone(),
-        })
+            session_id: SessionId(URL_SAFE_NO_PAD.encode(sid)),
+            sid,
+        }
+    }
+
+    /// The token that replaces this one when it is rotated: same session,
+    /// `HMAC-SHA256(key, this token)` as its secret part.
+    pub fn successor(&self, key: &ChainKey) -> Self {
+        let tag = hmac::sign(&key.0, self.text.as_bytes());
+        Self::assemble(self.sid, tag.as_ref())
     }
 
     /// Recognise the shape of our tokens; anything else is simply unknown.
@@ -75,10 +123,14 @@ impl RefreshToken {
         if bytes.len() != TOKEN_BYTES {
             return Err(UnknownToken);
         }
-        let sid = bytes.get(..SESSION_ID_BYTES).ok_or(UnknownToken)?;
+        let sid: [u8; SESSION_ID_BYTES] = bytes
+            .get(..SESSION_ID_BYTES)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(UnknownToken)?;
         Ok(Self {
             text: raw.to_owned(),
             session_id: SessionId(URL_SAFE_NO_PAD.encode(sid)),
+            sid,
         })
     }
 
@@ -103,7 +155,43 @@ impl fmt::Debug for RefreshToken {
     }
 }
 
-/// A login session.
+/// Where a session's refresh-token chain stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// SHA-256 of the one live refresh token.
+    pub current_hash: String,
+    /// Rotations so far: 0 while the first token is live.
+    pub generation: u64,
+    /// When the live token was issued, i.e. when its predecessor was spent.
+    pub rotated_at: UnixMillis,
+    /// When the live token expires (`REFRESH_TOKEN_TTL_SECONDS` after issue); older
+    /// tokens of the chain count as unexpired exactly as long (CONTRACT §4).
+    pub token_expires_at: UnixMillis,
+    /// Marks the write of the latest rotation, so that a repeat of that very write
+    /// (an SDK retry after a lost answer) is recognised as done, not as a race.
+    pub rotation_id: Option<String>,
+}
+
+impl Chain {
+    /// The chain after its live token is rotated to `next` at `now`.
+    pub fn rotated(
+        &self,
+        next: &RefreshToken,
+        now: UnixMillis,
+        token_ttl_secs: u64,
+        rotation_id: String,
+    ) -> Self {
+        Self {
+            current_hash: next.hash(),
+            generation: self.generation.saturating_add(1),
+            rotated_at: now,
+            token_expires_at: now.plus_secs(token_ttl_secs),
+            rotation_id: Some(rotation_id),
+        }
+    }
+}
+
+/// A login session and its refresh-token chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: SessionId,
@@ -113,84 +201,105 @@ pub struct Session {
     /// No token of the session outlives this (`SESSION_MAX_SECONDS`).
     pub expires_at: UnixMillis,
     pub revoked: bool,
+    pub chain: Chain,
 }
 
 impl Session {
-    pub fn is_live(&self, now: UnixMillis) -> bool {
-        !self.revoked && now < self.expires_at
-    }
-}
-
-/// The stored record of one issued refresh token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRefreshToken {
-    pub hash: String,
-    pub session_id: SessionId,
-    pub issued_at: UnixMillis,
-    /// min(issued + `REFRESH_TOKEN_TTL_SECONDS`, session expiry).
-    pub expires_at: UnixMillis,
-    /// Set when a refresh rotated it.
-    pub spent_at: Option<UnixMillis>,
-}
-
-impl StoredRefreshToken {
-    pub fn issue(hash: String, session: &Session, now: UnixMillis, ttl_secs: u64) -> Self {
+    /// A new session whose live token is `first`.
+    pub fn start(
+        id: SessionId,
+        sub: String,
+        phone: String,
+        first: &RefreshToken,
+        now: UnixMillis,
+        session_max_secs: u64,
+        token_ttl_secs: u64,
+    ) -> Self {
         Self {
-            hash,
-            session_id: session.id.clone(),
-            issued_at: now,
-            expires_at: now.plus_secs(ttl_secs).min(session.expires_at),
-            spent_at: None,
+            id,
+            sub,
+            phone,
+            created_at: now,
+            expires_at: now.plus_secs(session_max_secs),
+            revoked: false,
+            chain: Chain {
+                current_hash: first.hash(),
+                generation: 0,
+                rotated_at: now,
+                token_expires_at: now.plus_secs(token_ttl_secs),
+                rotation_id: None,
+            },
         }
     }
+
+    /// Not revoked, and neither the session nor its live token has expired.
+    pub fn is_live(&self, now: UnixMillis) -> bool {
+        !self.revoked && now < self.expires_at && now < self.chain.token_expires_at
+    }
+
+    /// How many rotations ago `token` was the live token of this session: `Some(0)` for
+    /// the live one, `None` for a token that was never of this chain (or is further back
+    /// than [`MAX_CHAIN_WALK`]).
+    pub fn rotations_behind(&self, token: &RefreshToken, key: &ChainKey) -> Option<u64> {
+        if *token.session_id() != self.id {
+            return None;
+        }
+        let mut candidate = token.clone();
+        for behind in 0..=self.chain.generation.min(MAX_CHAIN_WALK) {
+            if candidate.hash() == self.chain.current_hash {
+                return Some(behind);
+            }
+            candidate = candidate.successor(key);
+        }
+        None
+    }
 }
 
-/// What to do with a presented refresh token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to do with a presented refresh token, given the session as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshDecision {
-    /// A live token: spend it and issue the next one.
+    /// The live token: spend it, its successor becomes live.
     Rotate,
-    /// Spent less than the grace ago: a client retrying a lost response. Issue another
-    /// pair; the earlier ones stay live.
-    RotateWithinGrace { spent_at: UnixMillis },
-    /// Spent at or after the grace: the token leaked. Revoke the session (RFC 9700 §4.14.2).
+    /// The token spent by the latest rotation, presented again less than the grace after
+    /// (a client retrying a lost response, or two refreshes at once): answer with the
+    /// same successor, which is still unspent. Nothing changes.
+    RepeatSuccessor,
+    /// A spent token at or after the grace, or one whose successor has itself been
+    /// spent: the token leaked. Revoke the session (RFC 9700 §4.14.2).
     RevokeSession,
-    /// Unknown, expired, or of a revoked or expired session.
+    /// Unknown, expired, or of a revoked or expired session: changes nothing.
     Reject,
 }
 
 pub fn decide_refresh(
-    token: Option<&StoredRefreshToken>,
+    token: &RefreshToken,
+    key: &ChainKey,
     session: Option<&Session>,
     now: UnixMillis,
     grace_millis: u64,
 ) -> RefreshDecision {
-    let (Some(token), Some(session)) = (token, session) else {
+    let Some(session) = session.filter(|s| s.is_live(now)) else {
         return RefreshDecision::Reject;
     };
-    if token.session_id != session.id || !session.is_live(now) || now >= token.expires_at {
-        return RefreshDecision::Reject;
-    }
-    match token.spent_at {
-        None => RefreshDecision::Rotate,
-        Some(spent_at) if now.0.saturating_sub(spent_at.0) < grace_millis => {
-            RefreshDecision::RotateWithinGrace { spent_at }
+    match session.rotations_behind(token, key) {
+        None => RefreshDecision::Reject,
+        Some(0) => RefreshDecision::Rotate,
+        Some(1) if now.0.saturating_sub(session.chain.rotated_at.0) < grace_millis => {
+            RefreshDecision::RepeatSuccessor
         }
         Some(_) => RefreshDecision::RevokeSession,
     }
 }
 
-/// Logout accepts any unexpired token of a live session, spent or not; the grace plays
-/// no part (CONTRACT §4).
+/// Logout accepts any unexpired token of a live session's chain, spent or not; the grace
+/// plays no part (CONTRACT §4).
 pub fn may_log_out(
-    token: Option<&StoredRefreshToken>,
+    token: &RefreshToken,
+    key: &ChainKey,
     session: Option<&Session>,
     now: UnixMillis,
 ) -> bool {
-    match (token, session) {
-        (Some(t), Some(s)) => t.session_id == s.id && s.is_live(now) && now < t.expires_at,
-        _ => false,
-    }
+    session.is_some_and(|s| s.is_live(now) && s.rotations_behind(token, key).is_some())
 }
 
 #[cfg(test)]
@@ -199,15 +308,31 @@ mod tests {
     use super::*;
     use ring::rand::SystemRandom;
 
-    fn session(now: UnixMillis) -> Session {
-        Session {
-            id: SessionId::generate(&SystemRandom::new()).unwrap(),
-            sub: "sub".into(),
-            phone: "+77001234567".into(),
-            created_at: now,
-            expires_at: now.plus_secs(1000),
-            revoked: false,
-        }
+    fn key() -> ChainKey {
+        ChainKey::derive(&SecretSlice::from(vec![7u8; 32]))
+    }
+
+    fn started(now: UnixMillis) -> (Session, RefreshToken) {
+        let rng = SystemRandom::new();
+        let sid = SessionId::generate(&rng).unwrap();
+        let first = RefreshToken::generate(&rng, &sid).unwrap();
+        let session = Session::start(
+            sid,
+            "sub".into(),
+            "+77001234567".into(),
+            &first,
+            now,
+            1000,
+            100,
+        );
+        (session, first)
+    }
+
+    /// The session after `token` was rotated at `now`.
+    fn rotate(session: &mut Session, token: &RefreshToken, now: UnixMillis) -> RefreshToken {
+        let next = token.successor(&key());
+        session.chain = session.chain.rotated(&next, now, 100, "r".into());
+        next
     }
 
     #[test]
@@ -215,17 +340,31 @@ mod tests {
         let rng = SystemRandom::new();
         let sid = SessionId::generate(&rng).unwrap();
         let t = RefreshToken::generate(&rng, &sid).unwrap();
-        assert_eq!(t.expose().len(), 64);
-        assert!(
-            t.expose()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-        let parsed = RefreshToken::parse(t.expose()).unwrap();
-        assert_eq!(parsed.session_id(), &sid);
-        assert_eq!(parsed.hash(), t.hash());
-        assert_ne!(t.hash(), t.expose());
+        for token in [t.clone(), t.successor(&key())] {
+            assert_eq!(token.expose().len(), 64);
+            assert!(
+                token
+                    .expose()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+            let parsed = RefreshToken::parse(token.expose()).unwrap();
+            assert_eq!(parsed.session_id(), &sid);
+            assert_eq!(parsed.hash(), token.hash());
+            assert_ne!(token.hash(), token.expose());
+        }
         assert_eq!(format!("{t:?}"), "RefreshToken(..)");
+        assert_eq!(format!("{:?}", key()), "ChainKey(..)");
+    }
+
+    #[test]
+    fn the_successor_is_keyed_deterministic_and_not_the_token() {
+        let (_, first) = started(UnixMillis(0));
+        let next = first.successor(&key());
+        assert_eq!(next.expose(), first.successor(&key()).expose());
+        assert_ne!(next.expose(), first.expose());
+        let other_key = ChainKey::derive(&SecretSlice::from(vec![8u8; 32]));
+        assert_ne!(next.expose(), first.successor(&other_key).expose());
     }
 
     #[test]
@@ -246,51 +385,79 @@ mod tests {
     }
 
     #[test]
-    fn a_live_token_rotates_and_a_spent_one_depends_on_the_grace() {
+    fn the_live_token_rotates_and_the_previous_one_depends_on_the_grace() {
         let now = UnixMillis::from_secs(10_000);
-        let s = session(now);
-        let mut t = StoredRefreshToken::issue("h".into(), &s, now, 100);
+        let (mut s, first) = started(now);
+        let k = key();
         assert_eq!(
-            decide_refresh(Some(&t), Some(&s), now, 10_000),
+            decide_refresh(&first, &k, Some(&s), now, 10_000),
             RefreshDecision::Rotate
         );
-        t.spent_at = Some(now);
+        let second = rotate(&mut s, &first, now);
         assert_eq!(
-            decide_refresh(Some(&t), Some(&s), now.plus_millis(9_999), 10_000),
-            RefreshDecision::RotateWithinGrace { spent_at: now }
+            decide_refresh(&first, &k, Some(&s), now.plus_millis(9_999), 10_000),
+            RefreshDecision::RepeatSuccessor
         );
         assert_eq!(
-            decide_refresh(Some(&t), Some(&s), now.plus_millis(10_000), 10_000),
+            decide_refresh(&first, &k, Some(&s), now.plus_millis(10_000), 10_000),
             RefreshDecision::RevokeSession
         );
         // Grace 0: any reuse, even in the same millisecond, revokes.
         assert_eq!(
-            decide_refresh(Some(&t), Some(&s), now, 0),
+            decide_refresh(&first, &k, Some(&s), now, 0),
+            RefreshDecision::RevokeSession
+        );
+        // Once the successor is spent, the first token is reuse, grace or not.
+        rotate(&mut s, &second, now.plus_millis(1));
+        assert_eq!(
+            decide_refresh(&first, &k, Some(&s), now.plus_millis(2), 10_000),
             RefreshDecision::RevokeSession
         );
     }
 
     #[test]
+    fn a_token_far_back_in_the_chain_is_recognised_and_an_invented_one_is_not() {
+        let now = UnixMillis::from_secs(10_000);
+        let (mut s, first) = started(now);
+        let mut token = first.clone();
+        for _ in 0..1_000 {
+            token = rotate(&mut s, &token, now);
+        }
+        assert_eq!(s.rotations_behind(&first, &key()), Some(1_000));
+        assert_eq!(s.rotations_behind(&token, &key()), Some(0));
+        assert!(may_log_out(&first, &key(), Some(&s), now));
+        // Same session id, bits of our own choosing: not of the chain.
+        let rng = SystemRandom::new();
+        let invented = RefreshToken::generate(&rng, &s.id).unwrap();
+        assert_eq!(s.rotations_behind(&invented, &key()), None);
+        assert_eq!(
+            decide_refresh(&invented, &key(), Some(&s), now, 10_000),
+            RefreshDecision::Reject
+        );
+        assert!(!may_log_out(&invented, &key(), Some(&s), now));
+        // A token of another session is not of this chain either.
+        let (_, foreign) = started(now);
+        assert_eq!(s.rotations_behind(&foreign, &key()), None);
+    }
+
+    #[test]
     fn expired_tokens_and_dead_sessions_are_rejected() {
         let now = UnixMillis::from_secs(10_000);
-        let mut s = session(now);
-        let t = StoredRefreshToken::issue("h".into(), &s, now, 100);
+        let (mut s, first) = started(now);
+        let k = key();
         assert_eq!(
-            decide_refresh(Some(&t), Some(&s), now.plus_secs(100), 0),
+            decide_refresh(&first, &k, Some(&s), now.plus_secs(100), 0),
             RefreshDecision::Reject
         );
-        assert!(!may_log_out(Some(&t), Some(&s), now.plus_secs(100)));
-        // The session's absolute expiry caps the token's own.
-        let long = StoredRefreshToken::issue("h".into(), &s, now, 5_000);
-        assert_eq!(long.expires_at, s.expires_at);
+        assert!(!may_log_out(&first, &k, Some(&s), now.plus_secs(100)));
         s.revoked = true;
         assert_eq!(
-            decide_refresh(Some(&t), Some(&s), now, 0),
+            decide_refresh(&first, &k, Some(&s), now, 0),
             RefreshDecision::Reject
         );
-        assert!(!may_log_out(Some(&t), Some(&s), now));
+        assert!(!may_log_out(&first, &k, Some(&s), now));
         assert_eq!(
-            decide_refresh(None, Some(&s), now, 0),
+            decide_refresh(&first, &k, None, now, 0),
             RefreshDecision::Reject
         );
     }
@@ -298,9 +465,8 @@ mod tests {
     #[test]
     fn logout_accepts_a_spent_token_of_a_live_session() {
         let now = UnixMillis::from_secs(10_000);
-        let s = session(now);
-        let mut t = StoredRefreshToken::issue("h".into(), &s, now, 100);
-        t.spent_at = Some(now);
-        assert!(may_log_out(Some(&t), Some(&s), now.plus_secs(50)));
+        let (mut s, first) = started(now);
+        rotate(&mut s, &first, now);
+        assert!(may_log_out(&first, &key(), Some(&s), now.plus_secs(50)));
     }
 }

@@ -170,7 +170,7 @@ impl Stack {
         sns: aws_sdk_sns::Client,
     ) -> OtpSend {
         let otp = OtpConfig::load(&self.env(extra)).unwrap();
-        let sms = SnsSmsSender::new(sns, otp.sms_sender_id.clone());
+        let sms = SnsSmsSender::new(&sns, otp.sms_sender_id.clone());
         OtpSend::new(
             self.store(),
             sms,
@@ -216,8 +216,12 @@ impl Stack {
             .unwrap()
     }
 
-    pub fn logout(&self) -> Logout {
-        Logout::new(self.store(), self.clock())
+    pub async fn logout(&self) -> Logout {
+        Logout::new(
+            self.store(),
+            self.secret_parsed_by(AuthSecret::parse_pepper_only).await,
+            self.clock(),
+        )
     }
 
     /// Every SMS text moto accepted for `phone`, oldest first.
