@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::domain::error::BoxError;
 
+pub mod fault_proxy;
 pub mod lambda_runtime;
 pub mod seed;
 
