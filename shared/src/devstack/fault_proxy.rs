@@ -247,9 +247,14 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// `base` with its endpoint pointed at the proxy.
-    pub fn sdk_config(&self, base: &SdkConfig) -> SdkConfig {
-        base.to_builder().endpoint_url(self.url()).build()
+    /// The functions' SDK configuration (`adapters::load_sdk_config`) with its endpoint
+    /// pointed at the proxy. Set in code, so it wins over `AWS_ENDPOINT_URL`.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(crate::adapters::sdk_timeouts())
+            .endpoint_url(self.url())
+            .load()
+            .await
     }
 
     /// Answer the next requests of `operation` (`"TransactWriteItems"`, `"Publish"`,

@@ -1,0 +1,421 @@
+//! What real DynamoDB and SNS do that moto never shows (CONTRACT §1, §3, §4), injected by
+//! the fault proxy in front of the local stack: cancelled transactions, throttling, 5xx,
+//! stalls and slow answers, per operation. Each test asserts the body the contract
+//! promises, never the clock.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use common::{Answer, Stack, call, event_request, random_phone};
+use foodsave_auth::adapters::{AuthSecret, DynamoDbStore, SecretCache, SnsSmsSender};
+use foodsave_auth::api::logout::Logout;
+use foodsave_auth::api::otp_send::OtpSend;
+use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::token_refresh::TokenRefresh;
+use foodsave_auth::config::{OtpConfig, TokenConfig};
+use foodsave_auth::devstack::fault_proxy::{Fault, FaultProxy, Times};
+use foodsave_auth::ports::Clock;
+use lambda_http::{Context, RequestExt};
+use serde_json::{Value, json};
+
+/// The four POST endpoints, every AWS call of theirs going through `proxy`.
+struct Proxied {
+    proxy: FaultProxy,
+    send: OtpSend,
+    verify: OtpVerify,
+    refresh: TokenRefresh,
+    logout: Logout,
+}
+
+async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
+    let proxy = FaultProxy::start(&stack.endpoint).await.unwrap();
+    let aws: SdkConfig = proxy.sdk_config().await;
+    let store = || DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), &stack.table);
+    let env = stack.env(extra);
+    let clock: Arc<dyn Clock> = stack.clock.clone();
+    let otp = OtpConfig::load(&env).unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    let secret = |parse: fn(&str) -> Result<AuthSecret, String>| {
+        SecretCache::load(sm.clone(), stack.secret_id.clone(), parse, clock.clone())
+    };
+    let sms = SnsSmsSender::new(&aws_sdk_sns::Client::new(&aws), None);
+    let send = OtpSend::new(
+        store(),
+        sms,
+        secret(AuthSecret::parse_pepper_only).await.unwrap(),
+        otp,
+        clock.clone(),
+    );
+    let verify = OtpVerify::new(
+        store(),
+        secret(AuthSecret::parse).await.unwrap(),
+        OtpConfig::max_attempts(&env).unwrap(),
+        TokenConfig::load(&env).unwrap(),
+        clock.clone(),
+    );
+    let refresh = TokenRefresh::new(
+        store(),
+        secret(AuthSecret::parse).await.unwrap(),
+        TokenConfig::load(&env).unwrap(),
+        clock.clone(),
+    );
+    let logout = Logout::new(
+        store(),
+        secret(AuthSecret::parse_pepper_only).await.unwrap(),
+        clock,
+    );
+    Proxied {
+        proxy,
+        send,
+        verify,
+        refresh,
+        logout,
+    }
+}
+
+/// A request as Lambda hands it over: with the invocation's deadline `left` from now.
+fn request(event: &str, body: &Value, left: Duration) -> lambda_http::Request {
+    let mut context = Context::default();
+    let now = foodsave_auth::clock::SystemClock.now().as_millis();
+    context.deadline = now + u64::try_from(left.as_millis()).unwrap();
+    event_request(event, Some(&body.to_string())).with_lambda_context(context)
+}
+
+async fn post<E: foodsave_auth::api::Endpoint>(endpoint: &E, event: &str, body: &Value) -> Answer {
+    call(endpoint, request(event, body, Duration::from_secs(10))).await
+}
+
+fn assert_unavailable(answer: &Answer) {
+    assert_eq!(
+        (answer.status, answer.code()),
+        (503, "SERVICE_UNAVAILABLE"),
+        "{}",
+        answer.body
+    );
+    let wait: u64 = answer.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait));
+    assert_eq!(answer.body["retryAfterSeconds"].as_u64(), Some(wait));
+}
+
+async fn sent_code(stack: &Stack, phone: &str) -> String {
+    stack.last_code(phone).await
+}
+
+async fn login(stack: &Stack, p: &Proxied, phone: &str) -> Answer {
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let code = sent_code(stack, phone).await;
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer
+}
+
+fn refresh_body(answer: &Answer) -> Value {
+    json!({ "refreshToken": answer.body["refreshToken"] })
+}
+
+// ---- verify: the one transaction ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verify_whose_transaction_meets_a_conflict_retries_and_succeeds() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let code = sent_code(&stack, &phone).await;
+    p.proxy.inject(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["None", "TransactionConflict", "None"]),
+        Times::Next(2),
+    );
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(p.proxy.count("TransactWriteItems"), 3);
+    // Decided again from a fresh read each time.
+    assert_eq!(p.proxy.count("BatchGetItem"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_transaction_is_a_503_and_the_code_still_works() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let code = sent_code(&stack, &phone).await;
+    let body = json!({ "phone": phone, "code": code });
+    p.proxy.always(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["ThrottlingError", "None", "None"]),
+    );
+    assert_unavailable(&post(&p.verify, "otp-verify", &body).await);
+    p.proxy.clear();
+    p.proxy.always(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["None", "None", "ProvisionedThroughputExceeded"]),
+    );
+    assert_unavailable(&post(&p.verify, "otp-verify", &body).await);
+    p.proxy.clear();
+    assert_eq!(post(&p.verify, "otp-verify", &body).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_other_cancellation_reason_is_a_500_at_once_without_retries() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let code = sent_code(&stack, &phone).await;
+    p.proxy.always(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["None", "ValidationError", "None"]),
+    );
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (500, "INTERNAL_ERROR"));
+    assert_eq!(p.proxy.count("TransactWriteItems"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_store_is_a_503_before_the_deadline() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    p.proxy
+        .always("BatchGetItem", Fault::Stall(Duration::from_secs(60)));
+    p.proxy
+        .always("UpdateItem", Fault::Stall(Duration::from_secs(60)));
+    p.proxy
+        .always("PutItem", Fault::Stall(Duration::from_secs(60)));
+    // Each with only 3 s left, as a nearly spent invocation would have.
+    let left = Duration::from_secs(3);
+    let answer = call(
+        &p.verify,
+        request(
+            "otp-verify",
+            &json!({ "phone": phone, "code": "123456" }),
+            left,
+        ),
+    )
+    .await;
+    assert_unavailable(&answer);
+    let answer = call(
+        &p.refresh,
+        request("token-refresh", &refresh_body(&first), left),
+    )
+    .await;
+    assert_unavailable(&answer);
+    let answer = call(&p.logout, request("logout", &refresh_body(&first), left)).await;
+    assert_unavailable(&answer);
+    let answer = call(
+        &p.send,
+        request("otp-send", &json!({ "phone": phone }), left),
+    )
+    .await;
+    assert_unavailable(&answer);
+}
+
+// ---- refresh and logout: one conditional update each --------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_refresh_and_logout_are_503_and_change_nothing() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    p.proxy.always("UpdateItem", Fault::Throttle);
+    assert_unavailable(&post(&p.refresh, "token-refresh", &refresh_body(&first)).await);
+    assert_unavailable(&post(&p.logout, "logout", &refresh_body(&first)).await);
+    p.proxy.clear();
+    p.proxy
+        .always("UpdateItem", Fault::ProvisionedThroughputExceeded);
+    assert_unavailable(&post(&p.refresh, "token-refresh", &refresh_body(&first)).await);
+    p.proxy.clear();
+    // The token is still the live one.
+    let next = post(&p.refresh, "token-refresh", &refresh_body(&first)).await;
+    assert_eq!(next.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_whose_answer_was_lost_is_not_mistaken_for_reuse() {
+    // The update is applied but its answer comes after the SDK's attempt timeout; the
+    // SDK repeats it, the condition fails, and the item shows this very rotation. With
+    // no grace a reuse would revoke the session: it must not.
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[("REFRESH_REUSE_GRACE_SECONDS", "0")]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    p.proxy
+        .once("UpdateItem", Fault::SlowAnswer(Duration::from_millis(2500)));
+    let second = post(&p.refresh, "token-refresh", &refresh_body(&first)).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(p.proxy.count("UpdateItem"), 2);
+    let third = post(&p.refresh, "token-refresh", &refresh_body(&second)).await;
+    assert_eq!(third.status, 200, "{}", third.body);
+}
+
+// ---- send: the SMS -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_publish_is_sent_once_and_keeps_its_slot() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let body = json!({ "phone": phone });
+    // SNS takes the message but answers after the 3 s publish timeout.
+    p.proxy
+        .once("Publish", Fault::SlowAnswer(Duration::from_secs(4)));
+    assert_unavailable(&post(&p.send, "otp-send", &body).await);
+    assert_eq!(p.proxy.count("Publish"), 1, "never published twice");
+    assert_eq!(stack.sms_to(&phone).await.len(), 1);
+    // The code that did go out works, and its slot stays spent.
+    let code = sent_code(&stack, &phone).await;
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for _ in 0..2 {
+        assert_eq!(post(&p.send, "otp-send", &body).await.status, 200);
+    }
+    assert_eq!(post(&p.send, "otp-send", &body).await.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_publish_is_retried_and_sends_one_sms() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    p.proxy.inject("Publish", Fault::Throttle, Times::Next(2));
+    let answer = post(&p.send, "otp-send", &json!({ "phone": phone })).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(p.proxy.count("Publish"), 3);
+    assert_eq!(stack.sms_to(&phone).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_sns_refuses_is_taken_back() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let body = json!({ "phone": phone });
+    p.proxy.always("Publish", Fault::Throttle);
+    assert_unavailable(&post(&p.send, "otp-send", &body).await);
+    p.proxy.clear();
+    p.proxy.once("Publish", Fault::ServerError(500));
+    assert_unavailable(&post(&p.send, "otp-send", &body).await);
+    assert_eq!(
+        p.proxy.count("Publish"),
+        4,
+        "three throttled tries, one 500 not retried"
+    );
+    assert!(stack.sms_to(&phone).await.is_empty());
+    // Both were given back: all three slots are free.
+    for _ in 0..3 {
+        assert_eq!(post(&p.send, "otp-send", &body).await.status, 200);
+    }
+    assert_eq!(post(&p.send, "otp-send", &body).await.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_publish_is_a_503_and_is_not_retried() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    p.proxy
+        .always("Publish", Fault::Stall(Duration::from_secs(60)));
+    assert_unavailable(&post(&p.send, "otp-send", &json!({ "phone": phone })).await);
+    assert_eq!(p.proxy.count("Publish"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_publish_then_a_stalled_take_back_still_answers_503_in_time() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    p.proxy.once("Publish", Fault::ServerError(500));
+    // The admitting put goes through; the take-back put stalls.
+    p.proxy.once("PutItem", Fault::SlowAnswer(Duration::ZERO));
+    p.proxy
+        .always("PutItem", Fault::Stall(Duration::from_secs(60)));
+    let answer = call(
+        &p.send,
+        request(
+            "otp-send",
+            &json!({ "phone": phone }),
+            Duration::from_secs(4),
+        ),
+    )
+    .await;
+    assert_unavailable(&answer);
+    assert!(p.proxy.count("PutItem") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_secret_refresh_keeps_the_cached_secret() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    // Past the refresh period: the next request would re-read the secret.
+    stack.clock.advance_secs(3600);
+    p.proxy
+        .always("GetSecretValue", Fault::Stall(Duration::from_secs(60)));
+    let seen = p.proxy.count("GetSecretValue");
+    let next = post(&p.refresh, "token-refresh", &refresh_body(&first)).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        p.proxy.count("GetSecretValue") > seen,
+        "the refresh was tried"
+    );
+}
