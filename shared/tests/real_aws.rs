@@ -419,3 +419,38 @@ async fn a_stalled_secret_refresh_keeps_the_cached_secret() {
         "the refresh was tried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_a_batch_read_leaves_unprocessed_are_read_again() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let code = sent_code(&stack, &phone).await;
+    p.proxy
+        .inject("BatchGetItem", Fault::UnprocessedKeys, Times::Next(2));
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(p.proxy.count("BatchGetItem"), 3);
+    // Left unprocessed every time: throttled, a 503.
+    let phone = random_phone();
+    p.proxy.always("BatchGetItem", Fault::UnprocessedKeys);
+    assert_unavailable(
+        &post(
+            &p.verify,
+            "otp-verify",
+            &json!({ "phone": phone, "code": "123456" }),
+        )
+        .await,
+    );
+}

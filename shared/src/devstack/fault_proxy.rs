@@ -59,6 +59,9 @@ pub enum Fault {
     SlowAnswer(Duration),
     /// Close the connection at once without answering.
     Refuse,
+    /// `BatchGetItem` answered with nothing read and every requested key back in
+    /// `UnprocessedKeys`, as DynamoDB answers when it throttles a batch read.
+    UnprocessedKeys,
 }
 
 impl Fault {
@@ -358,6 +361,25 @@ async fn handle(
         }
         Fault::TransactionCanceled(reasons) => {
             Ok(transaction_canceled(&parts.headers, &reasons, &request_id))
+        }
+        Fault::UnprocessedKeys => {
+            let request: Value = serde_json::from_slice(&body)?;
+            let tables = request
+                .get("RequestItems")
+                .and_then(Value::as_object)
+                .ok_or("fault proxy: UnprocessedKeys needs a BatchGetItem request")?;
+            let responses: serde_json::Map<String, Value> = tables
+                .keys()
+                .map(|table| (table.clone(), json!([])))
+                .collect();
+            let answer = json!({ "Responses": responses, "UnprocessedKeys": tables });
+            let content_type = json_content_type(&parts.headers, "DynamoDB_20120810");
+            Ok(json_answer(
+                StatusCode::OK,
+                &content_type,
+                &answer,
+                &request_id,
+            ))
         }
         Fault::Throttle => {
             let (code, message) = match &call.protocol {
