@@ -112,7 +112,7 @@ async fn main() -> Result<(), BoxError> {
                     .get("statusCode")
                     .and_then(Value::as_u64)
                     .unwrap_or(0),
-                Posted::Error(_) => 0,
+                Posted::Error(_) | Posted::TimedOut => 0,
             };
             statuses.push(status);
             inits.push(run.init);

@@ -171,6 +171,11 @@ async fn invoke_event(
             println!("{}", serde_json::to_string_pretty(&error)?);
             Err(format!("{function} returned an error").into())
         }
+        Posted::TimedOut => Err(format!(
+            "{function}: Task timed out after {:.2} seconds",
+            invocation.handle.as_secs_f64()
+        )
+        .into()),
     }
 }
 
