@@ -111,6 +111,8 @@ pub struct OtpConfig {
     pub allowed_phone_prefixes: Vec<String>,
     pub sms_sender_id: Option<String>,
     pub sms_message: SmsTemplate,
+    /// `SMS_MAX_PRICE_USD`, as SNS takes it (`AWS.SNS.SMS.MaxPrice`): a positive decimal.
+    pub sms_max_price_usd: Option<String>,
 }
 
 impl fmt::Debug for OtpConfig {
@@ -122,6 +124,7 @@ impl fmt::Debug for OtpConfig {
             .field("send_window_seconds", &self.send_window_seconds)
             .field("allowed_phone_prefixes", &self.allowed_phone_prefixes)
             .field("sms_sender_id", &self.sms_sender_id)
+            .field("sms_max_price_usd", &self.sms_max_price_usd)
             .finish_non_exhaustive()
     }
 }
@@ -162,7 +165,24 @@ impl OtpConfig {
                 });
             }
         }
+        let sms_max_price_usd = non_empty(env, "SMS_MAX_PRICE_USD");
+        if let Some(price) = &sms_max_price_usd {
+            let (whole, fraction) = price.split_once('.').unwrap_or((price, ""));
+            let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+            let valid = !whole.is_empty()
+                && digits(whole)
+                && digits(fraction)
+                && fraction.len() <= 5
+                && price.bytes().any(|b| (b'1'..=b'9').contains(&b));
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    name: "SMS_MAX_PRICE_USD",
+                    reason: "expected a positive amount in USD such as 0.05".into(),
+                });
+            }
+        }
         Ok(Self {
+            sms_max_price_usd,
             ttl_seconds: positive(env, "OTP_TTL_SECONDS", 300)?,
             max_attempts: positive(env, "OTP_MAX_ATTEMPTS", 5)?,
             send_limit: positive(env, "OTP_SEND_LIMIT", 3)?,
@@ -240,19 +260,27 @@ pub fn jwks_secret_id(env: &dyn Env) -> Result<String, ConfigError> {
     required(env, "JWKS_SECRET_ID")
 }
 
-/// `JWT_ISSUER`: an absolute http(s) URL; a trailing slash is dropped so that
-/// `jwks_uri` = issuer + `/.well-known/jwks.json` has exactly one slash.
+/// `JWT_ISSUER`: an absolute http(s) URL without a trailing slash (CONTRACT §5), so that
+/// `jwks_uri` = issuer + `/.well-known/jwks.json` has exactly one slash and `iss` is exactly
+/// the string verifiers are configured with. A trailing slash is refused, not dropped:
+/// verifiers compare `iss` as a string, and a silently edited issuer would not match theirs.
 pub fn issuer(env: &dyn Env) -> Result<String, ConfigError> {
     let raw = required(env, "JWT_ISSUER")?;
-    let trimmed = raw.trim().trim_end_matches('/').to_owned();
-    let scheme_ok = trimmed.starts_with("https://") || trimmed.starts_with("http://");
-    if !scheme_ok || trimmed.contains(char::is_whitespace) {
+    let issuer = raw.trim();
+    let scheme_ok = issuer.starts_with("https://") || issuer.starts_with("http://");
+    if !scheme_ok || issuer.contains(char::is_whitespace) {
         return Err(ConfigError::Invalid {
             name: "JWT_ISSUER",
             reason: format!("expected an absolute http(s) URL, got {raw:?}"),
         });
     }
-    Ok(trimmed)
+    if issuer.ends_with('/') {
+        return Err(ConfigError::Invalid {
+            name: "JWT_ISSUER",
+            reason: format!("must not end with '/', got {raw:?}"),
+        });
+    }
+    Ok(issuer.to_owned())
 }
 
 /// Decode the pepper's base64: standard, and for robustness also without padding or in
@@ -280,6 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn the_sms_price_cap_is_off_by_default_and_a_positive_amount_when_set() {
+        assert_eq!(OtpConfig::load(&env(&[])).unwrap().sms_max_price_usd, None);
+        for ok in ["0.05", "1", "0.00645"] {
+            let otp = OtpConfig::load(&env(&[("SMS_MAX_PRICE_USD", ok)])).unwrap();
+            assert_eq!(otp.sms_max_price_usd.as_deref(), Some(ok));
+        }
+        for bad in ["0", "0.00", "-1", "1e3", ".5", "0.5.1", "0.123456", "five"] {
+            let err = OtpConfig::load(&env(&[("SMS_MAX_PRICE_USD", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("SMS_MAX_PRICE_USD"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_follow_the_contract() {
         let otp = OtpConfig::load(&env(&[])).unwrap();
         assert_eq!(otp.ttl_seconds.get(), 300);
@@ -288,8 +332,21 @@ mod tests {
         assert_eq!(otp.send_window_seconds.get(), 300);
         assert_eq!(otp.allowed_phone_prefixes, vec!["+7".to_owned()]);
         assert_eq!(otp.sms_message.render("123456"), "FoodSave code: 123456");
+        // A trailing slash is refused, not dropped (CONTRACT §5).
+        let err = TokenConfig::load(&env(&[("JWT_ISSUER", "https://a.example/api/v1/auth/")]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: "JWT_ISSUER",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let tokens =
-            TokenConfig::load(&env(&[("JWT_ISSUER", "https://a.example/api/v1/auth/")])).unwrap();
+            TokenConfig::load(&env(&[("JWT_ISSUER", "https://a.example/api/v1/auth")])).unwrap();
         assert_eq!(tokens.issuer, "https://a.example/api/v1/auth");
         assert_eq!(tokens.audience, "foodsave");
         assert_eq!(tokens.client_id, "foodsave-app");
@@ -321,6 +378,32 @@ mod tests {
         assert!(
             err.to_string().contains("REFRESH_REUSE_GRACE_SECONDS"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_issuer_with_a_trailing_slash_fails_init_naming_the_variable() {
+        for raw in [
+            "https://api.foodsave.kz/api/v1/auth/",
+            "https://api.foodsave.kz/",
+            "https://api.foodsave.kz//",
+            " https://api.foodsave.kz/api/v1/auth/ ",
+        ] {
+            let err = issuer(&env(&[("JWT_ISSUER", raw)])).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains("JWT_ISSUER") && message.contains("must not end with '/'"),
+                "{raw:?}: {message}"
+            );
+            assert!(TokenConfig::load(&env(&[("JWT_ISSUER", raw)])).is_err());
+        }
+        assert_eq!(
+            issuer(&env(&[(
+                "JWT_ISSUER",
+                " https://api.foodsave.kz/api/v1/auth "
+            )]))
+            .unwrap(),
+            "https://api.foodsave.kz/api/v1/auth"
         );
     }
 

@@ -23,6 +23,7 @@ use foodsave_auth::api::otp_verify::OtpVerify;
 use foodsave_auth::api::token_refresh::TokenRefresh;
 use foodsave_auth::config::{OtpConfig, TokenConfig};
 use foodsave_auth::devstack::fault_proxy::{Fault, FaultProxy, Times};
+use foodsave_auth::devstack::lambda_runtime;
 use foodsave_auth::ports::Clock;
 use lambda_http::{Context, RequestExt};
 use serde_json::{Value, json};
@@ -452,5 +453,96 @@ async fn keys_a_batch_read_leaves_unprocessed_are_read_again() {
             &json!({ "phone": phone, "code": "123456" }),
         )
         .await,
+    );
+}
+
+// ---- through the Lambda runtime, with the deadline enforced as Lambda does ------------
+
+/// Run `function`'s binary for `event` with every AWS call through `proxy`, under a
+/// Lambda deadline of `timeout`.
+async fn invoke_through(
+    stack: &Stack,
+    proxy: &FaultProxy,
+    function: &str,
+    body: &Value,
+    timeout: Duration,
+) -> lambda_runtime::Posted {
+    let mut event = common::sample_event(function);
+    event["body"] = Value::String(body.to_string());
+    let mut env = foodsave_auth::devstack::seed::function_env(
+        &stack.table,
+        &stack.secret_id,
+        &stack.jwks_secret_id,
+    );
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.url()));
+    let binary = lambda_runtime::function_binary(function).unwrap();
+    lambda_runtime::invoke_with_timeout(&binary, event, &env, timeout)
+        .await
+        .unwrap()
+        .posted
+}
+
+fn status_and_code(posted: &lambda_runtime::Posted) -> (u64, String) {
+    match posted {
+        lambda_runtime::Posted::Response(response) => {
+            let body: Value =
+                serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap();
+            (
+                response["statusCode"].as_u64().unwrap(),
+                body["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+        other => panic!("no response: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_dependency_stalls_each_function_answers_503_before_its_deadline() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    // The functions read their secret at init; from then on everything stalls.
+    let stall = Fault::Stall(Duration::from_secs(120));
+    for op in [
+        "PutItem",
+        "UpdateItem",
+        "BatchGetItem",
+        "TransactWriteItems",
+        "Publish",
+    ] {
+        p.proxy.always(op, stall.clone());
+    }
+    // Lambda's own 10 s timeout, and a nearly spent invocation's 3 s.
+    for timeout in [Duration::from_secs(10), Duration::from_secs(3)] {
+        for (function, body) in [
+            ("otp-send", json!({ "phone": phone })),
+            ("otp-verify", json!({ "phone": phone, "code": "123456" })),
+            ("token-refresh", refresh_body(&first)),
+            ("logout", refresh_body(&first)),
+        ] {
+            let posted = invoke_through(&stack, &p.proxy, function, &body, timeout).await;
+            assert_eq!(
+                status_and_code(&posted),
+                (503, "SERVICE_UNAVAILABLE".to_owned()),
+                "{function} within {timeout:?}"
+            );
+        }
+    }
+    // SNS alone stalling: the send's slot and code are kept, and it answers in time.
+    p.proxy.clear();
+    p.proxy.always("Publish", stall);
+    let other = random_phone();
+    let posted = invoke_through(
+        &stack,
+        &p.proxy,
+        "otp-send",
+        &json!({ "phone": other }),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        status_and_code(&posted),
+        (503, "SERVICE_UNAVAILABLE".to_owned())
     );
 }

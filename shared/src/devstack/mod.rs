@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     TimeToLiveSpecification,
@@ -102,9 +102,10 @@ pub fn table_definition(template: &Path) -> Result<TableDefinition, BoxError> {
     })
 }
 
-/// SDK configuration from the standard environment (`AWS_ENDPOINT_URL` pointing at moto).
+/// SDK configuration from the standard environment (`AWS_ENDPOINT_URL` pointing at
+/// moto), with the functions' own timeouts.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    crate::adapters::load_sdk_config().await
 }
 
 /// Create the template's table under `name`, with its TTL.

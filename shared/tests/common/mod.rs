@@ -170,7 +170,8 @@ impl Stack {
         sns: aws_sdk_sns::Client,
     ) -> OtpSend {
         let otp = OtpConfig::load(&self.env(extra)).unwrap();
-        let sms = SnsSmsSender::new(&sns, otp.sms_sender_id.clone());
+        let sms = SnsSmsSender::new(&sns, otp.sms_sender_id.clone())
+            .with_max_price(otp.sms_max_price_usd.clone());
         OtpSend::new(
             self.store(),
             sms,
