@@ -110,9 +110,13 @@ pub struct OtpConfig {
     pub send_window_seconds: NonZeroU32,
     pub allowed_phone_prefixes: Vec<String>,
     pub sms_sender_id: Option<String>,
-    pub sms_message: SmsTemplate,
+    pub sms_message: SmsMessages,
     /// `SMS_MAX_PRICE_USD`, as SNS takes it (`AWS.SNS.SMS.MaxPrice`): a positive decimal.
     pub sms_max_price_usd: Option<String>,
+    /// The wrong-guess budget per phone (`OTP_MAX_WRONG_PER_DAY`).
+    pub guesses: crate::domain::otp::GuessPolicy,
+    /// The IP and global budgets, their mode, and the test numbers.
+    pub abuse: AbuseConfig,
 }
 
 impl fmt::Debug for OtpConfig {
@@ -125,6 +129,8 @@ impl fmt::Debug for OtpConfig {
             .field("allowed_phone_prefixes", &self.allowed_phone_prefixes)
             .field("sms_sender_id", &self.sms_sender_id)
             .field("sms_max_price_usd", &self.sms_max_price_usd)
+            .field("guesses", &self.guesses)
+            .field("abuse", &self.abuse)
             .finish_non_exhaustive()
     }
 }
@@ -149,9 +155,7 @@ impl OtpConfig {
                 reason: format!("expected comma-separated prefixes like +7,+77, got {prefixes:?}"),
             });
         }
-        let sms_message = SmsTemplate::parse(
-            non_empty(env, "SMS_MESSAGE").unwrap_or_else(|| "FoodSave code: {code}".into()),
-        )?;
+        let sms_message = SmsMessages::load(env)?;
         let sms_sender_id = non_empty(env, "SMS_SENDER_ID");
         if let Some(id) = &sms_sender_id {
             // SNS sender IDs: 1–11 alphanumeric characters, at least one letter.
@@ -183,6 +187,8 @@ impl OtpConfig {
         }
         Ok(Self {
             sms_max_price_usd,
+            guesses: AbuseConfig::guesses(env)?,
+            abuse: AbuseConfig::load(env)?,
             ttl_seconds: positive(env, "OTP_TTL_SECONDS", 300)?,
             max_attempts: positive(env, "OTP_MAX_ATTEMPTS", 5)?,
             send_limit: positive(env, "OTP_SEND_LIMIT", 3)?,
@@ -195,9 +201,18 @@ impl OtpConfig {
 }
 
 impl OtpConfig {
-    /// `OTP_MAX_ATTEMPTS` alone: all that verification needs of the OTP settings.
+    /// `OTP_MAX_ATTEMPTS` alone.
     pub fn max_attempts(env: &dyn Env) -> Result<NonZeroU32, ConfigError> {
         positive(env, "OTP_MAX_ATTEMPTS", 5)
+    }
+
+    /// What verification needs of the OTP settings.
+    pub fn verify_policy(env: &dyn Env) -> Result<crate::domain::otp::VerifyPolicy, ConfigError> {
+        Ok(crate::domain::otp::VerifyPolicy {
+            max_attempts: positive(env, "OTP_MAX_ATTEMPTS", 5)?.get(),
+            guesses: AbuseConfig::guesses(env)?,
+            send_window_secs: u64::from(positive(env, "OTP_SEND_WINDOW_SECONDS", 300)?.get()),
+        })
     }
 }
 
@@ -207,9 +222,13 @@ pub struct SmsTemplate(String);
 
 impl SmsTemplate {
     pub fn parse(raw: String) -> Result<Self, ConfigError> {
+        Self::parse_named(raw, "SMS_MESSAGE")
+    }
+
+    fn parse_named(raw: String, name: &'static str) -> Result<Self, ConfigError> {
         if raw.matches("{code}").count() != 1 {
             return Err(ConfigError::Invalid {
-                name: "SMS_MESSAGE",
+                name,
                 reason: "must contain {code} exactly once".into(),
             });
         }
@@ -219,6 +238,186 @@ impl SmsTemplate {
     pub fn render(&self, code: &str) -> String {
         self.0.replace("{code}", code)
     }
+}
+
+/// The SMS text per language (CONTRACT §3b): `SMS_MESSAGE_KK`, `SMS_MESSAGE_RU`,
+/// `SMS_MESSAGE_EN`, chosen by the request's `Accept-Language`, else `SMS_MESSAGE`.
+#[derive(Clone)]
+pub struct SmsMessages {
+    default: SmsTemplate,
+    /// (primary language subtag, text), in the order above.
+    by_language: Vec<(&'static str, SmsTemplate)>,
+}
+
+impl SmsMessages {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        let default = SmsTemplate::parse(
+            non_empty(env, "SMS_MESSAGE").unwrap_or_else(|| "FoodSave code: {code}".into()),
+        )?;
+        let mut by_language = Vec::new();
+        for (language, name) in [
+            ("kk", "SMS_MESSAGE_KK"),
+            ("ru", "SMS_MESSAGE_RU"),
+            ("en", "SMS_MESSAGE_EN"),
+        ] {
+            if let Some(raw) = non_empty(env, name) {
+                by_language.push((language, SmsTemplate::parse_named(raw, name)?));
+            }
+        }
+        Ok(Self {
+            default,
+            by_language,
+        })
+    }
+
+    /// The text for an `Accept-Language` header (RFC 9110 §12.5.4): the configured
+    /// language with the highest q-value (ties: the header's order; `q=0` never), by
+    /// primary subtag (`ru-RU` is `ru`); `*` means any configured one; otherwise the
+    /// default text. A malformed header is ignored, never an error.
+    pub fn for_accept_language(&self, header: Option<&str>) -> &SmsTemplate {
+        let Some(header) = header else {
+            return &self.default;
+        };
+        let mut best: Option<(u16, &SmsTemplate)> = None;
+        for range in header.split(',') {
+            let mut parts = range.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let quality = parts
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .or_else(|| p.trim().strip_prefix("Q="))
+                })
+                .map_or(Some(1000), parse_quality);
+            let Some(quality) = quality.filter(|q| *q > 0) else {
+                continue;
+            };
+            let primary = tag.split('-').next().unwrap_or("");
+            let template = if primary == "*" {
+                self.by_language.first().map(|(_, t)| t)
+            } else {
+                self.by_language
+                    .iter()
+                    .find(|(language, _)| *language == primary)
+                    .map(|(_, t)| t)
+            };
+            if let Some(template) = template
+                && best.is_none_or(|(q, _)| quality > q)
+            {
+                best = Some((quality, template));
+            }
+        }
+        best.map_or(&self.default, |(_, t)| t)
+    }
+}
+
+/// A q-value (`0`, `0.8`, `1.000`) in thousandths; `None` if malformed.
+fn parse_quality(raw: &str) -> Option<u16> {
+    let (whole, fraction) = raw.trim().split_once('.').unwrap_or((raw.trim(), ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// Whether a send refused by the IP or global budget is refused, or only recorded
+/// (`ABUSE_MODE`, CONTRACT §3b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbuseMode {
+    Enforce,
+    RecordOnly,
+}
+
+/// The abuse budgets of CONTRACT §3b. Each is off at 0.
+#[derive(Clone)]
+pub struct AbuseConfig {
+    /// `OTP_IP_SEND_LIMIT` sends per source IP (IPv6: per /64) per
+    /// `OTP_IP_SEND_WINDOW_SECONDS` (3600).
+    pub ip_send_limit: u32,
+    pub ip_send_window_seconds: NonZeroU32,
+    /// `OTP_GLOBAL_SEND_LIMIT_PER_HOUR`: SMS in any sliding hour, all phones.
+    pub global_send_limit_per_hour: u32,
+    pub mode: AbuseMode,
+    /// `OTP_TEST_NUMBERS`: phones that get no SMS and a fixed code.
+    pub test_numbers: Vec<(String, crate::domain::OtpCode)>,
+}
+
+impl fmt::Debug for AbuseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbuseConfig")
+            .field("ip_send_limit", &self.ip_send_limit)
+            .field("ip_send_window_seconds", &self.ip_send_window_seconds)
+            .field(
+                "global_send_limit_per_hour",
+                &self.global_send_limit_per_hour,
+            )
+            .field("mode", &self.mode)
+            .field("test_numbers", &self.test_numbers.len())
+            .finish()
+    }
+}
+
+impl AbuseConfig {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mode = match non_empty(env, "ABUSE_MODE").as_deref().map(str::trim) {
+            None | Some("enforce") => AbuseMode::Enforce,
+            Some("record-only") => AbuseMode::RecordOnly,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "ABUSE_MODE",
+                    reason: format!("expected enforce or record-only, got {other:?}"),
+                });
+            }
+        };
+        Ok(Self {
+            ip_send_limit: non_negative(env, "OTP_IP_SEND_LIMIT", 0)?,
+            ip_send_window_seconds: positive(env, "OTP_IP_SEND_WINDOW_SECONDS", 3600)?,
+            global_send_limit_per_hour: non_negative(env, "OTP_GLOBAL_SEND_LIMIT_PER_HOUR", 0)?,
+            mode,
+            test_numbers: test_numbers(env)?,
+        })
+    }
+
+    /// `OTP_MAX_WRONG_PER_DAY` (default 20; 0: off): what verification needs.
+    pub fn guesses(env: &dyn Env) -> Result<crate::domain::otp::GuessPolicy, ConfigError> {
+        Ok(crate::domain::otp::GuessPolicy {
+            limit: non_negative(env, "OTP_MAX_WRONG_PER_DAY", 20)?,
+        })
+    }
+
+    /// The fixed code of a test number.
+    pub fn test_code(&self, phone: &crate::domain::PhoneNumber) -> Option<&crate::domain::OtpCode> {
+        self.test_numbers
+            .iter()
+            .find(|(number, _)| number == phone.e164())
+            .map(|(_, code)| code)
+    }
+}
+
+/// `OTP_TEST_NUMBERS`: `+77000000001=123456,+77000000002=654321`.
+fn test_numbers(env: &dyn Env) -> Result<Vec<(String, crate::domain::OtpCode)>, ConfigError> {
+    let Some(raw) = non_empty(env, "OTP_TEST_NUMBERS") else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let invalid = || ConfigError::Invalid {
+                name: "OTP_TEST_NUMBERS",
+                reason: "expected +7XXXXXXXXXX=NNNNNN pairs separated by commas".into(),
+            };
+            let (phone, code) = entry.split_once('=').ok_or_else(invalid)?;
+            let phone = crate::domain::PhoneNumber::parse(phone.trim()).map_err(|_| invalid())?;
+            let code = crate::domain::OtpCode::parse(code.trim()).map_err(|_| invalid())?;
+            Ok((phone.e164().to_owned(), code))
+        })
+        .collect()
 }
 
 /// Access and refresh tokens (CONTRACT §4).
@@ -324,6 +523,75 @@ mod tests {
     }
 
     #[test]
+    fn the_sms_text_follows_accept_language_with_q_values() {
+        let otp = OtpConfig::load(&env(&[
+            ("SMS_MESSAGE", "Code {code}"),
+            ("SMS_MESSAGE_KK", "Код {code} (kk)"),
+            ("SMS_MESSAGE_RU", "Код {code}"),
+            ("SMS_MESSAGE_EN", "Your code {code}"),
+        ]))
+        .unwrap();
+        let text = |header: Option<&str>| otp.sms_message.for_accept_language(header).render("1");
+        assert_eq!(text(None), "Code 1");
+        assert_eq!(text(Some("ru-RU,ru;q=0.9,en;q=0.8")), "Код 1");
+        assert_eq!(text(Some("en;q=0.5, kk-KZ;q=0.9")), "Код 1 (kk)");
+        assert_eq!(text(Some("de-DE, en-US;q=0.3")), "Your code 1");
+        assert_eq!(text(Some("kk;q=0, ru;q=0.1")), "Код 1");
+        assert_eq!(text(Some("fr")), "Code 1");
+        assert_eq!(text(Some("*")), "Код 1 (kk)");
+        assert_eq!(text(Some(";;;,q=,en;q=2")), "Code 1");
+        // Only the languages configured take part.
+        let only_default = OtpConfig::load(&env(&[])).unwrap();
+        assert_eq!(
+            only_default
+                .sms_message
+                .for_accept_language(Some("ru"))
+                .render("1"),
+            "FoodSave code: 1"
+        );
+        let err = OtpConfig::load(&env(&[("SMS_MESSAGE_RU", "no code")])).unwrap_err();
+        assert!(err.to_string().contains("SMS_MESSAGE_RU"), "{err}");
+    }
+
+    #[test]
+    fn the_abuse_settings_parse_and_name_themselves_when_wrong() {
+        let otp = OtpConfig::load(&env(&[
+            ("OTP_IP_SEND_LIMIT", "30"),
+            ("OTP_GLOBAL_SEND_LIMIT_PER_HOUR", "2000"),
+            ("OTP_MAX_WRONG_PER_DAY", "0"),
+            ("ABUSE_MODE", "record-only"),
+            (
+                "OTP_TEST_NUMBERS",
+                "+77000000001=123456, +77000000002=654321",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(otp.abuse.ip_send_limit, 30);
+        assert_eq!(otp.abuse.ip_send_window_seconds.get(), 3600);
+        assert_eq!(otp.abuse.global_send_limit_per_hour, 2000);
+        assert_eq!(otp.guesses.limit, 0);
+        assert_eq!(otp.abuse.mode, AbuseMode::RecordOnly);
+        let test = crate::domain::PhoneNumber::parse("+77000000002").unwrap();
+        assert_eq!(
+            otp.abuse.test_code(&test).map(|c| c.expose()),
+            Some("654321")
+        );
+        let debug = format!("{otp:?}");
+        assert!(!debug.contains("654321"), "{debug}");
+        for (name, bad) in [
+            ("ABUSE_MODE", "off"),
+            ("OTP_IP_SEND_LIMIT", "-1"),
+            ("OTP_IP_SEND_WINDOW_SECONDS", "0"),
+            ("OTP_TEST_NUMBERS", "+77000000001"),
+            ("OTP_TEST_NUMBERS", "+77000000001=12345"),
+            ("OTP_MAX_WRONG_PER_DAY", "many"),
+        ] {
+            let err = OtpConfig::load(&env(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+        }
+    }
+
+    #[test]
     fn defaults_follow_the_contract() {
         let otp = OtpConfig::load(&env(&[])).unwrap();
         assert_eq!(otp.ttl_seconds.get(), 300);
@@ -331,7 +599,15 @@ mod tests {
         assert_eq!(otp.send_limit.get(), 3);
         assert_eq!(otp.send_window_seconds.get(), 300);
         assert_eq!(otp.allowed_phone_prefixes, vec!["+7".to_owned()]);
-        assert_eq!(otp.sms_message.render("123456"), "FoodSave code: 123456");
+        assert_eq!(
+            otp.sms_message.for_accept_language(None).render("123456"),
+            "FoodSave code: 123456"
+        );
+        assert_eq!(otp.guesses.limit, 20);
+        assert_eq!(otp.abuse.ip_send_limit, 0);
+        assert_eq!(otp.abuse.global_send_limit_per_hour, 0);
+        assert_eq!(otp.abuse.mode, AbuseMode::Enforce);
+        assert!(otp.abuse.test_numbers.is_empty());
         // A trailing slash is refused, not dropped (CONTRACT §5).
         let err = TokenConfig::load(&env(&[("JWT_ISSUER", "https://a.example/api/v1/auth/")]))
             .unwrap_err();

@@ -59,7 +59,7 @@ async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
     let verify = OtpVerify::new(
         store(),
         secret(AuthSecret::parse).await.unwrap(),
-        OtpConfig::max_attempts(&env).unwrap(),
+        OtpConfig::verify_policy(&env).unwrap(),
         TokenConfig::load(&env).unwrap(),
         clock.clone(),
     );

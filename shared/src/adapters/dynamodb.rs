@@ -2,17 +2,21 @@
 //!
 //! | item      | pk              | sk        | holds                                            |
 //! |-----------|-----------------|-----------|--------------------------------------------------|
-//! | OTP state | `PHONE#<e164>`  | `OTP`     | send timestamps, active code MAC, tries, version |
+//! | OTP state | `PHONE#<e164>`  | `OTP`     | sends, active code MAC, tries, wrong guesses,    |
+//! |           |                 |           | idempotency key hash, version                    |
 //! | user      | `PHONE#<e164>`  | `USER`    | the stable opaque `sub`                          |
 //! | session   | `SESSION#<sid>` | `SESSION` | sub, phone, expiry, revocation, and the refresh  |
 //! |           |                 |           | chain: live token's hash, generation, rotatedAt  |
+//! | IP budget | `IP#<address>`  | `SENDS`   | slots `s0`…: time of the send holding each       |
+//! | global    | `GLOBAL#<n>`    | `SENDS`   | slots of shard n of the hourly SMS budget        |
 //!
 //! Every race is settled by a condition in DynamoDB, never by reading twice, and a
 //! failed condition returns the item as it stood (`ReturnValuesOnConditionCheckFailure`)
 //! so the caller decides again without another read. Requests per call on the common
-//! path: send 1 (a conditional put that also reads what it replaces), verify 2 (batch
+//! path: send 1 (a conditional put that also reads what it replaces; with the IP or
+//! global budget on, one transaction that also claims their slots), verify 2 (batch
 //! get, transaction), refresh 1 (conditional update), logout 1 (conditional update; 2
-//! with a token the chain has rotated past). Only verify uses a transaction.
+//! with a token the chain has rotated past). Refresh and logout never use a transaction.
 //! User items carry no TTL: a user's `sub` must never change.
 
 use std::collections::HashMap;
@@ -28,9 +32,10 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
-use crate::domain::otp::ActiveCode;
+use crate::domain::otp::{ActiveCode, IdempotentSend};
 use crate::domain::session::{Chain, SessionId};
-use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, UnixMillis};
+use crate::domain::slots::Slots;
+use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, SourceIp, UnixMillis};
 use crate::ports::{Conditional, StoreError};
 
 const PK: &str = "pk";
@@ -41,6 +46,7 @@ pub const TTL_ATTRIBUTE: &str = "expiresAt";
 const SK_OTP: &str = "OTP";
 const SK_USER: &str = "USER";
 const SK_SESSION: &str = "SESSION";
+const SK_SENDS: &str = "SENDS";
 
 /// How many times a batch read asks again for keys DynamoDB left unprocessed.
 const BATCH_GET_ROUNDS: u32 = 6;
@@ -269,75 +275,22 @@ impl DynamoDbStore {
         window_secs: u64,
         now: UnixMillis,
     ) -> Result<Conditional<(), OtpState>, StoreError> {
-        let mut item = key(phone_pk(phone), SK_OTP);
-        item.insert("ver".into(), n(state.version.unwrap_or(0)));
-        item.insert(
-            "sends".into(),
-            AttributeValue::L(state.sends.iter().map(|t| n(t.as_millis())).collect()),
-        );
-        if let Some(code) = &state.code {
-            item.insert("codeId".into(), s(code.id.clone()));
-            item.insert(
-                "codeMac".into(),
-                AttributeValue::B(Blob::new(code.mac.as_bytes())),
-            );
-            item.insert("codeExpiresAt".into(), n(code.expires_at.as_millis()));
-            item.insert("attempts".into(), n(u64::from(code.attempts)));
-        }
-        item.insert(TTL_ATTRIBUTE.into(), ttl(state.expires_at(window_secs)));
-        let mut put = self
+        let put = self.otp_put(phone, expect, state, window_secs, now)?;
+        let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        put = match expect {
-            // The TTL is rounded up to whole seconds: strictly below `now` in seconds,
-            // every send and code in the item is over.
-            Expect::Fresh => put
-                .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
-                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-                .expression_attribute_values(":now", n(now.as_secs())),
-            Expect::Version(v) => put
-                .condition_expression("ver = :ver")
-                .expression_attribute_values(":ver", n(v)),
-        };
-        match put.send().await {
-            Ok(_) => Ok(Conditional::Applied(())),
-            Err(err) => {
-                let found = condition_failed(err, put_item_found)?;
-                Ok(Conditional::Failed(
-                    found.as_ref().map(otp_from_item).transpose()?,
-                ))
-            }
-        }
-    }
-
-    /// Count one wrong try against the code `code_id`, if it still has `attempts_before`
-    /// tries recorded (an exact compare-and-set: concurrent wrong tries each count).
-    pub async fn record_wrong_attempt(
-        &self,
-        phone: &PhoneNumber,
-        code_id: &str,
-        attempts_before: u32,
-    ) -> Result<Conditional<(), OtpState>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(phone_pk(phone), SK_OTP)))
-            .update_expression("SET attempts = attempts + :one, ver = ver + :one")
-            .condition_expression("codeId = :id AND attempts = :before")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":id", s(code_id))
-            .expression_attribute_values(":before", n(u64::from(attempts_before)))
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_names(put.expression_attribute_names)
+            .set_expression_attribute_values(put.expression_attribute_values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(Conditional::Applied(())),
             Err(err) => {
-                let found = condition_failed(err, update_item_found)?;
+                let found = condition_failed(err, put_item_found)?;
                 Ok(Conditional::Failed(
                     found.as_ref().map(otp_from_item).transpose()?,
                 ))
@@ -368,14 +321,14 @@ impl DynamoDbStore {
         Ok((otp, sub))
     }
 
-    /// In one transaction: consume the code (if it is still `code_id` with `attempts`
-    /// tries and unexpired), create the user's `sub` if new, and create the session with
-    /// its first refresh token. Of concurrent verifies of one code exactly one commits.
+    /// In one transaction: consume the code (if the phone's state is still at `version`,
+    /// so no wrong try, send or other verify came in between), create the user's `sub` if
+    /// new, and create the session with its first refresh token. Of concurrent verifies
+    /// of one code exactly one commits.
     pub async fn complete_login(
         &self,
         phone: &PhoneNumber,
-        code_id: &str,
-        attempts: u32,
+        version: u64,
         now: UnixMillis,
         session: &Session,
     ) -> Result<(), StoreError> {
@@ -383,12 +336,12 @@ impl DynamoDbStore {
             .table_name(&self.table)
             .set_key(Some(key(phone_pk(phone), SK_OTP)))
             .update_expression(
-                "REMOVE codeId, codeMac, codeExpiresAt, attempts SET ver = ver + :one",
+                "REMOVE codeId, codeMac, codeExpiresAt, attempts, idemKey, idemCodeId \
+                 SET ver = ver + :one",
             )
-            .condition_expression("codeId = :id AND attempts = :attempts AND codeExpiresAt > :now")
+            .condition_expression("ver = :ver AND codeExpiresAt > :now")
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":id", s(code_id))
-            .expression_attribute_values(":attempts", n(u64::from(attempts)))
+            .expression_attribute_values(":ver", n(version))
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
@@ -417,6 +370,160 @@ impl DynamoDbStore {
             .await
             .map_err(transaction_error)?;
         Ok(())
+    }
+
+    /// The put of a phone's OTP state, conditioned as `expect`ed.
+    fn otp_put(
+        &self,
+        phone: &PhoneNumber,
+        expect: Expect,
+        state: &OtpState,
+        window_secs: u64,
+        now: UnixMillis,
+    ) -> Result<Put, StoreError> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(otp_item(phone, state, window_secs)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        put = match expect {
+            // The TTL is rounded up to whole seconds: strictly below `now` in seconds,
+            // everything in the item is over.
+            Expect::Fresh => put
+                .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now", n(now.as_secs())),
+            Expect::Version(v) => put
+                .condition_expression("ver = :ver")
+                .expression_attribute_values(":ver", n(v)),
+        };
+        put.build().map_err(|e| StoreError::Other(e.into()))
+    }
+
+    /// Admit a send: the phone's new OTP state and, in the same all-or-nothing request,
+    /// a slot of each budget in `claims` (CONTRACT §3b). Without claims this is
+    /// [`Self::save_otp`]: one put. When a condition fails, what each item held instead.
+    pub async fn save_send(
+        &self,
+        phone: &PhoneNumber,
+        expect: Expect,
+        state: &OtpState,
+        window_secs: u64,
+        now: UnixMillis,
+        claims: &[SlotClaim],
+    ) -> Result<SendWrite, StoreError> {
+        if claims.is_empty() {
+            return Ok(
+                match self
+                    .save_otp(phone, expect, state, window_secs, now)
+                    .await?
+                {
+                    Conditional::Applied(()) => SendWrite::Applied,
+                    Conditional::Failed(found) => SendWrite::Failed {
+                        phone: Found::Changed(found),
+                        claims: Vec::new(),
+                    },
+                },
+            );
+        }
+        let mut transaction = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .put(self.otp_put(phone, expect, state, window_secs, now)?)
+                .build(),
+        );
+        for claim in claims {
+            transaction = transaction.transact_items(
+                TransactWriteItem::builder()
+                    .update(self.slot_claim(claim)?)
+                    .build(),
+            );
+        }
+        let err = match transaction.send().await {
+            Ok(_) => return Ok(SendWrite::Applied),
+            Err(err) => err,
+        };
+        let reasons = match &err {
+            SdkError::ServiceError(service) => match service.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancel) => {
+                    Some(cancel.cancellation_reasons().to_vec())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(reasons) = reasons else {
+            return Err(transaction_error(err));
+        };
+        match classify_cancellation(reasons.iter().map(|r| r.code())) {
+            Cancelled::LostRace => {}
+            _ => return Err(transaction_error(err)),
+        }
+        let found = |i: usize| {
+            reasons.get(i).map_or(Found::Unknown, |r| match r.code() {
+                None | Some("None") => Found::Fine,
+                Some("ConditionalCheckFailed") => Found::Changed(r.item().cloned()),
+                Some(_) => Found::Unknown,
+            })
+        };
+        let phone_found = match found(0) {
+            Found::Changed(item) => Found::Changed(item.as_ref().map(otp_from_item).transpose()?),
+            Found::Fine => Found::Fine,
+            Found::Unknown => Found::Unknown,
+        };
+        let claims_found = claims
+            .iter()
+            .enumerate()
+            .map(|(i, claim)| match found(i + 1) {
+                Found::Changed(item) => {
+                    Found::Changed(item.as_ref().map(|item| slots_from_item(item, claim.limit)))
+                }
+                Found::Fine => Found::Fine,
+                Found::Unknown => Found::Unknown,
+            })
+            .collect();
+        Ok(SendWrite::Failed {
+            phone: phone_found,
+            claims: claims_found,
+        })
+    }
+
+    fn slot_claim(&self, claim: &SlotClaim) -> Result<Update, StoreError> {
+        let cutoff = claim
+            .at
+            .as_millis()
+            .saturating_sub(claim.window_secs.saturating_mul(1000));
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(claim.key.clone(), SK_SENDS)))
+            .update_expression("SET #slot = :at, #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#slot) OR #slot <= :cutoff")
+            .expression_attribute_names("#slot", format!("s{}", claim.slot))
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":at", n(claim.at.as_millis()))
+            .expression_attribute_values(":cutoff", n(cutoff))
+            .expression_attribute_values(":ttl", ttl(claim.at.plus_secs(claim.window_secs)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))
+    }
+
+    /// Give back a slot a send claimed (its SMS was refused): only if it still holds
+    /// that send. One request; a slot already reused is left alone.
+    pub async fn release_slot(&self, claim: &SlotClaim) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(claim.key.clone(), SK_SENDS)))
+            .update_expression("REMOVE #slot")
+            .condition_expression("#slot = :at")
+            .expression_attribute_names("#slot", format!("s{}", claim.slot))
+            .expression_attribute_values(":at", n(claim.at.as_millis()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => condition_failed(err, update_item_found).map(|_| ()),
+        }
     }
 
     // ---- sessions and their refresh-token chain ---------------------------------------
@@ -603,21 +710,110 @@ impl DynamoDbStore {
     }
 }
 
-fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
-    let sends = match item.get("sends") {
+/// A slot of a budget item that a send claims at `at` (CONTRACT §3b).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotClaim {
+    /// `IP#<address>` or `GLOBAL#<shard>`.
+    pub key: String,
+    pub slot: u32,
+    pub at: UnixMillis,
+    pub window_secs: u64,
+    /// The budget's number of slots (the item's size).
+    pub limit: u32,
+}
+
+impl SlotClaim {
+    pub fn ip_key(ip: &SourceIp) -> String {
+        format!("IP#{ip}")
+    }
+
+    pub fn global_key(shard: u32) -> String {
+        format!("GLOBAL#{shard}")
+    }
+}
+
+/// What one item of a failed write held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<T> {
+    /// Its condition held; another item's failed.
+    Fine,
+    /// Its condition failed: what it held (`None`: no item).
+    Changed(Option<T>),
+    /// Not known (held by another transaction): read again or guess.
+    Unknown,
+}
+
+/// The outcome of [`DynamoDbStore::save_send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendWrite {
+    Applied,
+    /// Nothing was written. `claims` in the order given.
+    Failed {
+        phone: Found<OtpState>,
+        claims: Vec<Found<Slots>>,
+    },
+}
+
+fn slots_from_item(item: &Item, limit: u32) -> Slots {
+    Slots(
+        (0..limit)
+            .map(|i| match item.get(&format!("s{i}")) {
+                Some(AttributeValue::N(v)) => v.parse().ok().map(UnixMillis),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn otp_item(phone: &PhoneNumber, state: &OtpState, window_secs: u64) -> Item {
+    let mut item = key(phone_pk(phone), SK_OTP);
+    item.insert("ver".into(), n(state.version.unwrap_or(0)));
+    item.insert(
+        "sends".into(),
+        AttributeValue::L(state.sends.iter().map(|t| n(t.as_millis())).collect()),
+    );
+    if !state.wrong.is_empty() {
+        item.insert(
+            "wrong".into(),
+            AttributeValue::L(state.wrong.iter().map(|t| n(t.as_millis())).collect()),
+        );
+    }
+    if let Some(code) = &state.code {
+        item.insert("codeId".into(), s(code.id.clone()));
+        item.insert(
+            "codeMac".into(),
+            AttributeValue::B(Blob::new(code.mac.as_bytes())),
+        );
+        item.insert("codeExpiresAt".into(), n(code.expires_at.as_millis()));
+        item.insert("attempts".into(), n(u64::from(code.attempts)));
+    }
+    if let Some(sent) = &state.idempotency {
+        item.insert("idemKey".into(), s(sent.key_hash.clone()));
+        item.insert("idemCodeId".into(), s(sent.code_id.clone()));
+    }
+    item.insert(TTL_ATTRIBUTE.into(), ttl(state.expires_at(window_secs)));
+    item
+}
+
+fn millis_list(item: &Item, name: &'static str) -> Result<Vec<UnixMillis>, StoreError> {
+    match item.get(name) {
         Some(AttributeValue::L(values)) => values
             .iter()
             .map(|v| match v {
                 AttributeValue::N(raw) => raw
                     .parse()
                     .map(UnixMillis)
-                    .map_err(|_| StoreError::Corrupt("sends")),
-                _ => Err(StoreError::Corrupt("sends")),
+                    .map_err(|_| StoreError::Corrupt(name)),
+                _ => Err(StoreError::Corrupt(name)),
             })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-        Some(_) => return Err(StoreError::Corrupt("sends")),
-    };
+            .collect(),
+        None => Ok(Vec::new()),
+        Some(_) => Err(StoreError::Corrupt(name)),
+    }
+}
+
+fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
+    let sends = millis_list(item, "sends")?;
     let code = match item.get("codeId") {
         None => None,
         Some(_) => Some(ActiveCode {
@@ -631,9 +827,15 @@ fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
                 .map_err(|_| StoreError::Corrupt("attempts"))?,
         }),
     };
+    let idempotency = match (get_opt_s(item, "idemKey")?, get_opt_s(item, "idemCodeId")?) {
+        (Some(key_hash), Some(code_id)) => Some(IdempotentSend { key_hash, code_id }),
+        _ => None,
+    };
     Ok(OtpState {
         sends,
         code,
+        wrong: millis_list(item, "wrong")?,
+        idempotency,
         version: Some(get_n(item, "ver")?),
     })
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::{Endpoint, InitError, Round, current_secret, respond, settle, within};
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore};
+use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig};
 use crate::domain::session::may_log_out;
@@ -47,10 +48,21 @@ impl Logout {
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
         let key = ChainKey::derive(pepper);
-        settle(&budget, |known| {
+        let request_id = crate::http::request_id(req);
+        let ip = crate::http::source_ip(req);
+        let audit = || {
+            Audit::new(AuditEvent::SessionRevoked, Self::NAME)
+                .request_id(request_id.as_deref())
+                .source_ip(ip.as_ref().map(crate::domain::SourceIp::as_str))
+                .session(presented.session_id().as_str())
+                .reason("logout")
+        };
+        let answer = settle(&budget, |known| {
             self.logout_round(&budget, &key, &presented, known)
         })
-        .await
+        .await?;
+        audit().emit(self.clock.now());
+        Ok(answer)
     }
 
     /// First round: revoke if the presented token is the live one (one conditional
@@ -72,10 +84,7 @@ impl Logout {
             Some(_) => return Err(AuthError::InvalidToken),
         };
         match within(budget, self.store.revoke_session(sid, now, only_if_current)).await? {
-            Conditional::Applied(()) => {
-                tracing::info!(sid = sid.as_str(), "logged out");
-                Ok(Round::Done(json!({})))
-            }
+            Conditional::Applied(()) => Ok(Round::Done(json!({}))),
             // Absent, revoked (a concurrent logout or reuse detection), or expired.
             Conditional::Failed(None) => Err(AuthError::InvalidToken),
             Conditional::Failed(Some(session)) if !session.is_live(now) => {

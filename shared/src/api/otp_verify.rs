@@ -1,6 +1,5 @@
 //! POST /otp/verify (CONTRACT §1, §2, §4): trade a code for a token pair.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -11,21 +10,24 @@ use serde_json::Value;
 use super::{
     Endpoint, InitError, Round, current_secret, respond, rng_failed, settle, token_pair, within,
 };
+use crate::adapters::dynamodb::Expect;
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
+use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, OtpConfig, StoreConfig, TokenConfig};
+use crate::domain::otp::VerifyPolicy;
 use crate::domain::session::SessionId;
 use crate::domain::{
-    AuthError, OtpCode, PhoneNumber, RefreshToken, Session, VerifyOutcome, random_id,
+    AuthError, OtpCode, PhoneNumber, RefreshToken, Session, SourceIp, VerifyOutcome, random_id,
 };
-use crate::http::{json_object, require_post, string_field};
+use crate::http::{json_object, require_post, source_ip, string_field};
 use crate::ports::{Clock, Conditional, StoreError};
 
 pub struct OtpVerify {
     store: DynamoDbStore,
     secret: SecretCache<AuthSecret>,
-    max_attempts: NonZeroU32,
+    policy: VerifyPolicy,
     tokens: TokenConfig,
     issuer: JwtIssuer,
     clock: Arc<dyn Clock>,
@@ -36,14 +38,14 @@ impl OtpVerify {
     pub fn new(
         store: DynamoDbStore,
         secret: SecretCache<AuthSecret>,
-        max_attempts: NonZeroU32,
+        policy: VerifyPolicy,
         tokens: TokenConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             secret,
-            max_attempts,
+            policy,
             issuer: JwtIssuer::new(tokens.clone()),
             tokens,
             clock,
@@ -60,45 +62,89 @@ impl OtpVerify {
             .map_err(|_| AuthError::bad_request("code: must be exactly 6 digits"))?;
         let budget = Budget::from_request(req);
         let secret = current_secret(&budget, &self.secret).await;
+        let request_id = crate::http::request_id(req);
+        let ip = source_ip(req);
+        let audit = |event| {
+            Audit::new(event, Self::NAME)
+                .request_id(request_id.as_deref())
+                .phone(&phone)
+                .source_ip(ip.as_ref().map(SourceIp::as_str))
+        };
         settle(&budget, |_: Option<()>| {
-            self.verify_round(&budget, &secret, &phone, &code)
+            self.verify_round(&budget, &secret, &phone, &code, &audit)
         })
         .await
     }
 
     /// One round: read the phone's code and user (one batched request), then count a
     /// wrong try or consume the code and open the session (one transaction).
-    async fn verify_round(
+    async fn verify_round<'a>(
         &self,
         budget: &Budget,
         secret: &AuthSecret,
         phone: &PhoneNumber,
         code: &OtpCode,
+        audit: &impl Fn(AuditEvent) -> Audit<'a>,
     ) -> Result<Round<(), Value>, AuthError> {
         let pepper = secret
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
         let now = self.clock.now();
         let (state, existing_sub) = within(budget, self.store.load_login(phone)).await?;
-        match state.check(now, self.max_attempts.get(), pepper, phone, code) {
-            VerifyOutcome::NoActiveCode => Err(AuthError::ExpiredCode),
+        let version = state.version.unwrap_or_default();
+        match state.check(
+            now,
+            self.policy.max_attempts,
+            self.policy.guesses,
+            pepper,
+            phone,
+            code,
+        ) {
+            VerifyOutcome::Locked { retry_after_secs } => {
+                audit(AuditEvent::OtpVerifyFailed)
+                    .reason("guess_lock")
+                    .count("retryAfterSeconds", retry_after_secs)
+                    .emit(now);
+                Err(AuthError::RateLimited { retry_after_secs })
+            }
+            VerifyOutcome::NoActiveCode => {
+                audit(AuditEvent::OtpVerifyFailed)
+                    .reason("no_active_code")
+                    .emit(now);
+                Err(AuthError::ExpiredCode)
+            }
             VerifyOutcome::Wrong {
-                code_id,
-                attempts,
+                next,
                 attempts_left,
-            } => match within(
-                budget,
-                self.store.record_wrong_attempt(phone, &code_id, attempts),
-            )
-            .await?
-            {
-                Conditional::Applied(()) => {
-                    tracing::info!(phone = %phone, attempts_left, "wrong code");
-                    Err(AuthError::InvalidCode { attempts_left })
+                burned,
+                guesses_exhausted,
+            } => {
+                // Conditioned on the version read: concurrent wrong tries each count.
+                let window = self.policy.send_window_secs;
+                match within(
+                    budget,
+                    self.store
+                        .save_otp(phone, Expect::Version(version), &next, window, now),
+                )
+                .await?
+                {
+                    Conditional::Applied(()) => {
+                        audit(AuditEvent::OtpVerifyFailed)
+                            .reason("wrong_code")
+                            .count("attemptsLeft", u64::from(attempts_left))
+                            .emit(now);
+                        if burned {
+                            audit(AuditEvent::OtpBurned).emit(now);
+                        }
+                        if guesses_exhausted {
+                            audit(AuditEvent::GuessBudgetExhausted).emit(now);
+                        }
+                        Err(AuthError::InvalidCode { attempts_left })
+                    }
+                    Conditional::Failed(_) => Ok(Round::Lost(None)),
                 }
-                Conditional::Failed(_) => Ok(Round::Lost(None)),
-            },
-            VerifyOutcome::Accepted { code_id, attempts } => {
+            }
+            VerifyOutcome::Accepted => {
                 let sub = match &existing_sub {
                     Some(sub) => sub.clone(),
                     None => random_id(&self.rng).map_err(rng_failed)?,
@@ -118,13 +164,16 @@ impl OtpVerify {
                 let access = self.issuer.issue(secret, &self.rng, now, &session)?;
                 match within(
                     budget,
-                    self.store
-                        .complete_login(phone, &code_id, attempts, now, &session),
+                    self.store.complete_login(phone, version, now, &session),
                 )
                 .await
                 {
                     Ok(()) => {
-                        tracing::info!(phone = %phone, first_login = existing_sub.is_none(), "signed in");
+                        audit(AuditEvent::LoginSucceeded)
+                            .user(&session.sub)
+                            .session(session.id.as_str())
+                            .count("firstLogin", u64::from(existing_sub.is_none()))
+                            .emit(now);
                         Ok(Round::Done(token_pair(
                             access,
                             refresh.expose(),
@@ -150,14 +199,14 @@ impl Endpoint for OtpVerify {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, InitError> {
         let store = StoreConfig::load(env)?;
-        let max_attempts = OtpConfig::max_attempts(env)?;
+        let policy = OtpConfig::verify_policy(env)?;
         let tokens = TokenConfig::load(env)?;
         let secret = super::load_auth_secret(aws, env, &clock, AuthSecret::parse).await?;
         require_pepper(&secret).await?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,
-            max_attempts,
+            policy,
             tokens,
             clock,
         ))

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::adapters::secrets::SecretCache;
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
+use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig, TokenConfig};
 use crate::domain::session::{Chain, decide_refresh};
@@ -61,20 +62,29 @@ impl TokenRefresh {
         if secret.active_key(self.clock.now()).is_none() {
             return Err(AuthError::internal("signing", "no signing key is active"));
         }
+        let request_id = crate::http::request_id(req);
+        let ip = crate::http::source_ip(req);
+        let audit = |event| {
+            Audit::new(event, Self::NAME)
+                .request_id(request_id.as_deref())
+                .source_ip(ip.as_ref().map(crate::domain::SourceIp::as_str))
+                .session(presented.session_id().as_str())
+        };
         settle(&budget, |_: Option<()>| {
-            self.refresh_round(&budget, &secret, &key, &presented)
+            self.refresh_round(&budget, &secret, &key, &presented, &audit)
         })
         .await
     }
 
     /// One round: a single conditional update rotates the live token; if it was not the
     /// live token, the session as it stood decides (CONTRACT §4).
-    async fn refresh_round(
+    async fn refresh_round<'a>(
         &self,
         budget: &Budget,
         secret: &AuthSecret,
         key: &ChainKey,
         presented: &RefreshToken,
+        audit: &impl Fn(AuditEvent) -> Audit<'a>,
     ) -> Result<Round<(), Value>, AuthError> {
         let sid = presented.session_id();
         let now = self.clock.now();
@@ -99,11 +109,10 @@ impl TokenRefresh {
         .await?;
         let session = match outcome {
             Conditional::Applied(session) => {
-                tracing::info!(
-                    sid = sid.as_str(),
-                    generation = session.chain.generation,
-                    "refresh token rotated"
-                );
+                audit(AuditEvent::RefreshRotated)
+                    .user(&session.sub)
+                    .count("generation", session.chain.generation)
+                    .emit(now);
                 session
             }
             Conditional::Failed(None) => return Err(AuthError::InvalidRefreshToken),
@@ -117,21 +126,24 @@ impl TokenRefresh {
                 match decide_refresh(presented, key, Some(&session), now, grace_millis) {
                     RefreshDecision::Reject => return Err(AuthError::InvalidRefreshToken),
                     RefreshDecision::RepeatSuccessor => {
-                        tracing::info!(
-                            sid = sid.as_str(),
-                            "refresh retried inside the grace; same successor"
-                        );
+                        audit(AuditEvent::RefreshRetried)
+                            .user(&session.sub)
+                            .emit(now);
                         session
                     }
                     RefreshDecision::RevokeSession => {
+                        audit(AuditEvent::RefreshReuseDetected)
+                            .user(&session.sub)
+                            .emit(now);
                         let revoked = within(budget, self.store.revoke_session(sid, now, None))
                             .await?
                             == Conditional::Applied(());
-                        tracing::warn!(
-                            sid = sid.as_str(),
-                            revoked,
-                            "spent refresh token reused; session revoked"
-                        );
+                        if revoked {
+                            audit(AuditEvent::SessionRevoked)
+                                .user(&session.sub)
+                                .reason("reuse")
+                                .emit(now);
+                        }
                         return Err(AuthError::InvalidRefreshToken);
                     }
                     // The live token after all, yet the write failed: raced with a

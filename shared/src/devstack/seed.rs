@@ -29,6 +29,7 @@ pub async fn seed_code(
             attempts: 0,
         }),
         version: Some(1),
+        ..OtpState::default()
     };
     store
         .save_otp(phone, Expect::Fresh, &state, 300, now)

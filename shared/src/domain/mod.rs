@@ -5,12 +5,15 @@ pub mod error;
 pub mod otp;
 pub mod phone;
 pub mod session;
+pub mod slots;
+pub mod source_ip;
 pub mod time;
 
 pub use error::AuthError;
 pub use otp::{CodeMac, OtpCode, OtpState, SendOutcome, VerifyOutcome};
 pub use phone::PhoneNumber;
 pub use session::{ChainKey, RefreshDecision, RefreshToken, Session};
+pub use source_ip::SourceIp;
 pub use time::UnixMillis;
 
 /// A new random id (user `sub`, code id): 128 bits from the CSPRNG, base64url. Not

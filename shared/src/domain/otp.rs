@@ -107,44 +107,187 @@ pub struct ActiveCode {
     pub attempts: u32,
 }
 
-/// Everything stored about one phone's codes and sends.
+/// The wrong-guess budget's window (CONTRACT §3b): a day.
+pub const GUESS_WINDOW_SECS: u64 = 86_400;
+
+/// The send that issued the active code carried this `Idempotency-Key` (CONTRACT §3b).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentSend {
+    /// SHA-256 of the key, base64url: keys are the client's, not ours to store.
+    pub key_hash: String,
+    pub code_id: String,
+}
+
+/// Everything stored about one phone's codes, sends and wrong guesses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OtpState {
     /// Accepted sends, oldest first. Only those inside the window matter.
     pub sends: Vec<UnixMillis>,
     pub code: Option<ActiveCode>,
+    /// Wrong codes entered against this phone's active codes, oldest first; only the
+    /// last [`GUESS_WINDOW_SECS`] matter, and no more than the budget are kept.
+    pub wrong: Vec<UnixMillis>,
+    /// Set when the send that issued the active code carried an `Idempotency-Key`.
+    pub idempotency: Option<IdempotentSend>,
     /// Bumped by every write; `None` while no item exists.
     pub version: Option<u64>,
 }
 
-/// Send limits, from configuration.
+/// Per-phone send and guess limits, from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct SendPolicy {
     pub limit: u32,
     pub window_secs: u64,
+    /// Tries per code (`OTP_MAX_ATTEMPTS`): a burned code is no longer valid to replay.
+    pub max_attempts: u32,
+    pub guesses: GuessPolicy,
+}
+
+/// What verification needs of the OTP settings.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyPolicy {
+    /// `OTP_MAX_ATTEMPTS`: tries per code.
+    pub max_attempts: u32,
+    pub guesses: GuessPolicy,
+    /// `OTP_SEND_WINDOW_SECONDS`: how long a send still counts (the item's lifetime).
+    pub send_window_secs: u64,
+}
+
+/// `OTP_MAX_WRONG_PER_DAY`: wrong codes per phone per day, whatever code they were
+/// against; 0 turns the budget off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessPolicy {
+    pub limit: u32,
+}
+
+/// Which budget refused a send (CONTRACT §3b, in the order they are checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendLimit {
+    GuessLock,
+    PhoneWindow,
+    Ip,
+    Global,
+}
+
+impl SendLimit {
+    /// For logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GuessLock => "guess_lock",
+            Self::PhoneWindow => "phone_window",
+            Self::Ip => "ip",
+            Self::Global => "global",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
     /// The state to write (conditioned on the version that was read).
     Admitted(OtpState),
+    /// The same `Idempotency-Key` as the send that issued the still valid code: answer
+    /// that send's 200 again; nothing is sent or spent.
+    Replay,
     RateLimited {
+        limit: SendLimit,
         retry_after_secs: u64,
     },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    /// The code matches: consume it (conditioned on its id and attempt count).
-    Accepted { code_id: String, attempts: u32 },
-    /// Wrong code: record the attempt; `attempts_left` is what remains after it.
+    /// The code matches: consume it (conditioned on the version that was read).
+    Accepted,
+    /// Wrong code: write `next` (the try counted against the code and the phone's
+    /// guesses). `attempts_left` is the smaller of the tries left on the code and the
+    /// guesses left for the phone.
     Wrong {
-        code_id: String,
-        attempts: u32,
+        next: OtpState,
         attempts_left: u32,
+        /// This try was the code's last: it is burned.
+        burned: bool,
+        /// This try used up the phone's guess budget: it is locked for a while.
+        guesses_exhausted: bool,
     },
     /// Never sent, expired, used or burned.
     NoActiveCode,
+    /// The phone has used its guess budget: 429, even for the right code.
+    Locked { retry_after_secs: u64 },
+}
+
+/// Of `times` (any order), how long until fewer than `limit` are less than `window_secs`
+/// old: `None` while fewer than `limit` are.
+fn wait_for_room(
+    times: &[UnixMillis],
+    now: UnixMillis,
+    limit: u32,
+    window_secs: u64,
+) -> Option<u64> {
+    let mut live: Vec<UnixMillis> = times
+        .iter()
+        .copied()
+        .filter(|t| t.plus_secs(window_secs) > now)
+        .collect();
+    let limit = limit as usize;
+    if live.len() < limit {
+        return None;
+    }
+    live.sort_unstable();
+    // Room frees when the (len - limit + 1)-th oldest leaves the window.
+    let freeing = live
+        .get(live.len() - limit)
+        .copied()
+        .unwrap_or(now)
+        .plus_secs(window_secs);
+    Some(now.secs_until_ceil(freeing).max(1))
+}
+
+impl GuessPolicy {
+    /// How long the phone stays locked, if it has used its budget.
+    pub fn lock(&self, wrong: &[UnixMillis], now: UnixMillis) -> Option<u64> {
+        if self.limit == 0 {
+            return None;
+        }
+        wait_for_room(wrong, now, self.limit, GUESS_WINDOW_SECS)
+    }
+
+    /// Guesses the phone has left today (`u32::MAX` with the budget off).
+    pub fn left(&self, wrong: &[UnixMillis], now: UnixMillis) -> u32 {
+        if self.limit == 0 {
+            return u32::MAX;
+        }
+        let counted = wrong
+            .iter()
+            .filter(|t| t.plus_secs(GUESS_WINDOW_SECS) > now)
+            .count();
+        self.limit
+            .saturating_sub(u32::try_from(counted).unwrap_or(u32::MAX))
+    }
+
+    /// The wrong tries worth keeping after one more at `now`: the last day's, at most
+    /// the budget's worth (older ones can never count again).
+    fn after_wrong(&self, wrong: &[UnixMillis], now: UnixMillis) -> Vec<UnixMillis> {
+        let mut kept: Vec<UnixMillis> = wrong
+            .iter()
+            .copied()
+            .filter(|t| t.plus_secs(GUESS_WINDOW_SECS) > now)
+            .collect();
+        kept.push(now);
+        kept.sort_unstable();
+        let keep = (self.limit as usize).max(1);
+        if kept.len() > keep {
+            kept.drain(..kept.len() - keep);
+        }
+        kept
+    }
+
+    fn in_window(&self, wrong: &[UnixMillis], now: UnixMillis) -> Vec<UnixMillis> {
+        wrong
+            .iter()
+            .copied()
+            .filter(|t| t.plus_secs(GUESS_WINDOW_SECS) > now)
+            .collect()
+    }
 }
 
 impl OtpState {
@@ -159,71 +302,109 @@ impl OtpState {
         )
     }
 
-    /// Sends still inside the window at `now`.
-    fn sends_in_window(&self, now: UnixMillis, window_secs: u64) -> Vec<UnixMillis> {
-        self.sends
-            .iter()
-            .copied()
-            .filter(|s| s.plus_secs(window_secs) > now)
-            .collect()
+    /// Whether `key_hash` is the key of the send that issued a code still valid at `now`.
+    fn is_replay(&self, key_hash: &str, now: UnixMillis, max_attempts: u32) -> bool {
+        match (&self.idempotency, &self.code) {
+            (Some(sent), Some(code)) => {
+                sent.key_hash == key_hash
+                    && sent.code_id == code.id
+                    && code.expires_at > now
+                    && code.attempts < max_attempts
+            }
+            _ => false,
+        }
     }
 
-    /// Admit a send of `code` at `now`, or say how long until a slot frees.
-    pub fn admit_send(&self, now: UnixMillis, policy: SendPolicy, code: ActiveCode) -> SendOutcome {
-        let mut sends = self.sends_in_window(now, policy.window_secs);
-        sends.sort_unstable();
-        let limit = policy.limit as usize;
-        if sends.len() >= limit {
-            // The slot frees when the (len - limit + 1)-th oldest send leaves the window.
-            let freeing = sends
-                .get(sends.len() - limit)
-                .copied()
-                .unwrap_or(now)
-                .plus_secs(policy.window_secs);
+    /// Admit a send of `code` at `now` (CONTRACT §3, §3b, in order: idempotent replay,
+    /// guess lock, per-phone window), or say which limit refuses and for how long.
+    pub fn admit_send(
+        &self,
+        now: UnixMillis,
+        policy: SendPolicy,
+        code: ActiveCode,
+        idempotency_key_hash: Option<&str>,
+    ) -> SendOutcome {
+        if let Some(key) = idempotency_key_hash
+            && self.is_replay(key, now, policy.max_attempts)
+        {
+            return SendOutcome::Replay;
+        }
+        if let Some(retry_after_secs) = policy.guesses.lock(&self.wrong, now) {
             return SendOutcome::RateLimited {
-                retry_after_secs: now.secs_until_ceil(freeing).max(1),
+                limit: SendLimit::GuessLock,
+                retry_after_secs,
             };
         }
+        if let Some(retry_after_secs) =
+            wait_for_room(&self.sends, now, policy.limit, policy.window_secs)
+        {
+            return SendOutcome::RateLimited {
+                limit: SendLimit::PhoneWindow,
+                retry_after_secs,
+            };
+        }
+        let mut sends: Vec<UnixMillis> = self
+            .sends
+            .iter()
+            .copied()
+            .filter(|s| s.plus_secs(policy.window_secs) > now)
+            .collect();
+        sends.sort_unstable();
         sends.push(now);
         SendOutcome::Admitted(OtpState {
             sends,
+            idempotency: idempotency_key_hash.map(|key| IdempotentSend {
+                key_hash: key.to_owned(),
+                code_id: code.id.clone(),
+            }),
             code: Some(code),
+            wrong: policy.guesses.in_window(&self.wrong, now),
             version: self.next_version(now),
         })
     }
 
     /// The state after taking back a send whose SMS SNS did not accept: the slot is
-    /// returned and, if our code is still the current one, the previous code comes back.
+    /// returned and, if our code is still the current one, the previous code (and the
+    /// key of the send that issued it) comes back, so our key is free again.
     pub fn without_send(
         &self,
         sent_at: UnixMillis,
         our_code_id: &str,
-        previous_code: Option<ActiveCode>,
+        previous: &OtpState,
     ) -> OtpState {
         let mut sends = self.sends.clone();
         if let Some(pos) = sends.iter().position(|s| *s == sent_at) {
             sends.remove(pos);
         }
-        let code = match &self.code {
-            Some(current) if current.id == our_code_id => previous_code,
-            other => other.clone(),
+        let ours = self.code.as_ref().is_some_and(|c| c.id == our_code_id);
+        let (code, idempotency) = if ours {
+            (previous.code.clone(), previous.idempotency.clone())
+        } else {
+            (self.code.clone(), self.idempotency.clone())
         };
         OtpState {
             sends,
             code,
+            idempotency,
+            wrong: self.wrong.clone(),
             version: self.next_version(sent_at),
         }
     }
 
-    /// Check `code` against the active code at `now`.
+    /// Check `code` against the active code at `now` (CONTRACT §2, §3b: the guess lock
+    /// first, then the code).
     pub fn check(
         &self,
         now: UnixMillis,
         max_attempts: u32,
+        guesses: GuessPolicy,
         pepper: &SecretSlice<u8>,
         phone: &PhoneNumber,
         code: &OtpCode,
     ) -> VerifyOutcome {
+        if let Some(retry_after_secs) = guesses.lock(&self.wrong, now) {
+            return VerifyOutcome::Locked { retry_after_secs };
+        }
         let Some(active) = self
             .code
             .as_ref()
@@ -232,21 +413,30 @@ impl OtpState {
             return VerifyOutcome::NoActiveCode;
         };
         if active.mac.matches(pepper, phone, code) {
-            VerifyOutcome::Accepted {
-                code_id: active.id.clone(),
-                attempts: active.attempts,
-            }
-        } else {
-            let attempts = active.attempts.saturating_add(1);
-            VerifyOutcome::Wrong {
-                code_id: active.id.clone(),
-                attempts: active.attempts,
-                attempts_left: max_attempts.saturating_sub(attempts),
-            }
+            return VerifyOutcome::Accepted;
+        }
+        let attempts = active.attempts.saturating_add(1);
+        let code_left = max_attempts.saturating_sub(attempts);
+        let wrong = guesses.after_wrong(&self.wrong, now);
+        let guesses_left = guesses.left(&wrong, now);
+        VerifyOutcome::Wrong {
+            next: OtpState {
+                sends: self.sends.clone(),
+                code: Some(ActiveCode {
+                    attempts,
+                    ..active.clone()
+                }),
+                wrong,
+                idempotency: self.idempotency.clone(),
+                version: self.next_version(now),
+            },
+            attempts_left: code_left.min(guesses_left),
+            burned: code_left == 0,
+            guesses_exhausted: guesses_left == 0,
         }
     }
 
-    /// When DynamoDB may delete the item: once neither the code nor any send matters.
+    /// When DynamoDB may delete the item: once no code, send or counted wrong try matters.
     pub fn expires_at(&self, window_secs: u64) -> UnixMillis {
         let last_send = self
             .sends
@@ -254,7 +444,12 @@ impl OtpState {
             .max()
             .map_or(UnixMillis(0), |s| s.plus_secs(window_secs));
         let code = self.code.as_ref().map_or(UnixMillis(0), |c| c.expires_at);
-        last_send.max(code)
+        let last_wrong = self
+            .wrong
+            .iter()
+            .max()
+            .map_or(UnixMillis(0), |w| w.plus_secs(GUESS_WINDOW_SECS));
+        last_send.max(code).max(last_wrong)
     }
 }
 
@@ -264,9 +459,12 @@ mod tests {
     use super::*;
     use ring::rand::SystemRandom;
 
+    const GUESSES: GuessPolicy = GuessPolicy { limit: 20 };
     const POLICY: SendPolicy = SendPolicy {
         limit: 3,
         window_secs: 300,
+        max_attempts: 5,
+        guesses: GUESSES,
     };
 
     fn pepper() -> SecretSlice<u8> {
@@ -289,7 +487,7 @@ mod tests {
     fn admitted(outcome: SendOutcome) -> OtpState {
         match outcome {
             SendOutcome::Admitted(s) => s,
-            SendOutcome::RateLimited { .. } => panic!("expected admission"),
+            other => panic!("expected admission, got {other:?}"),
         }
     }
 
@@ -322,14 +520,19 @@ mod tests {
         let mut state = OtpState::default();
         for i in 0..3u64 {
             let at = t0.plus_secs(i * 10);
-            state =
-                admitted(state.admit_send(at, POLICY, code_for("c", "111111", at.plus_secs(300))));
+            state = admitted(state.admit_send(
+                at,
+                POLICY,
+                code_for("c", "111111", at.plus_secs(300)),
+                None,
+            ));
         }
         assert_eq!(state.version, Some(t0.as_millis() + 2));
         let at = t0.plus_secs(100);
         assert_eq!(
-            state.admit_send(at, POLICY, code_for("d", "222222", at)),
+            state.admit_send(at, POLICY, code_for("d", "222222", at), None),
             SendOutcome::RateLimited {
+                limit: SendLimit::PhoneWindow,
                 retry_after_secs: 200
             }
         );
@@ -339,15 +542,18 @@ mod tests {
             UnixMillis(almost.0 - 1),
             POLICY,
             code_for("d", "222222", at),
+            None,
         );
         assert_eq!(
             limited,
             SendOutcome::RateLimited {
+                limit: SendLimit::PhoneWindow,
                 retry_after_secs: 1
             }
         );
         // At t0 + 300 s the first send is out of the sliding window.
-        let next = admitted(state.admit_send(almost, POLICY, code_for("d", "222222", almost)));
+        let next =
+            admitted(state.admit_send(almost, POLICY, code_for("d", "222222", almost), None));
         assert_eq!(next.sends.len(), 3);
         assert_eq!(next.sends[0], t0.plus_secs(10));
     }
@@ -359,11 +565,16 @@ mod tests {
             t0,
             POLICY,
             code_for("a", "111111", t0.plus_secs(300)),
+            None,
         ));
         let t1 = t0.plus_secs(5);
-        let second =
-            admitted(first.admit_send(t1, POLICY, code_for("b", "222222", t1.plus_secs(300))));
-        let back = second.without_send(t1, "b", first.code.clone());
+        let second = admitted(first.admit_send(
+            t1,
+            POLICY,
+            code_for("b", "222222", t1.plus_secs(300)),
+            None,
+        ));
+        let back = second.without_send(t1, "b", &first);
         assert_eq!(back.sends, first.sends);
         assert_eq!(back.code, first.code);
         assert_eq!(back.version, Some(t0.as_millis() + 2));
@@ -376,11 +587,12 @@ mod tests {
             t0,
             POLICY,
             code_for("a", "111111", t0.plus_secs(300)),
+            None,
         ));
         let t1 = t0.plus_secs(1);
         let theirs =
-            admitted(ours.admit_send(t1, POLICY, code_for("b", "222222", t1.plus_secs(300))));
-        let back = theirs.without_send(t0, "a", None);
+            admitted(ours.admit_send(t1, POLICY, code_for("b", "222222", t1.plus_secs(300)), None));
+        let back = theirs.without_send(t0, "a", &OtpState::default());
         assert_eq!(back.sends, vec![t1]);
         assert_eq!(back.code.map(|c| c.id), Some("b".to_owned()));
     }
@@ -392,22 +604,29 @@ mod tests {
             t0,
             POLICY,
             code_for("a", "111111", t0.plus_secs(300)),
+            None,
         ));
         let wrong = OtpCode::parse("000000").unwrap();
         let right = OtpCode::parse("111111").unwrap();
         for expected_left in (0..5).rev() {
-            match state.check(t0, 5, &pepper(), &phone(), &wrong) {
-                VerifyOutcome::Wrong { attempts_left, .. } => {
-                    assert_eq!(attempts_left, expected_left)
+            match state.check(t0, 5, GUESSES, &pepper(), &phone(), &wrong) {
+                VerifyOutcome::Wrong {
+                    next,
+                    attempts_left,
+                    burned,
+                    guesses_exhausted,
+                } => {
+                    assert_eq!(attempts_left, expected_left);
+                    assert_eq!(burned, expected_left == 0);
+                    assert!(!guesses_exhausted);
+                    state = next;
                 }
                 other => panic!("unexpected {other:?}"),
             }
-            if let Some(c) = state.code.as_mut() {
-                c.attempts += 1;
-            }
         }
+        assert_eq!(state.wrong.len(), 5);
         assert_eq!(
-            state.check(t0, 5, &pepper(), &phone(), &right),
+            state.check(t0, 5, GUESSES, &pepper(), &phone(), &right),
             VerifyOutcome::NoActiveCode
         );
     }
@@ -419,16 +638,144 @@ mod tests {
             t0,
             POLICY,
             code_for("a", "111111", t0.plus_secs(300)),
+            None,
         ));
         let right = OtpCode::parse("111111").unwrap();
         assert!(matches!(
-            state.check(t0.plus_secs(299), 5, &pepper(), &phone(), &right),
+            state.check(t0.plus_secs(299), 5, GUESSES, &pepper(), &phone(), &right),
             VerifyOutcome::Accepted { .. }
         ));
         assert_eq!(
-            state.check(t0.plus_secs(300), 5, &pepper(), &phone(), &right),
+            state.check(t0.plus_secs(300), 5, GUESSES, &pepper(), &phone(), &right),
             VerifyOutcome::NoActiveCode
         );
+    }
+
+    /// `n` wrong tries against fresh codes, one code per 5 tries, a minute apart.
+    fn guessed(mut state: OtpState, t0: UnixMillis, n: u64) -> OtpState {
+        let wrong = OtpCode::parse("000000").unwrap();
+        for i in 0..n {
+            let at = t0.plus_secs(i * 60);
+            if state.code.as_ref().is_none_or(|c| c.attempts >= 5) {
+                state.code = Some(code_for(&format!("c{i}"), "111111", at.plus_secs(300)));
+            }
+            state = match state.check(at, 5, GUESSES, &pepper(), &phone(), &wrong) {
+                VerifyOutcome::Wrong { next, .. } => next,
+                other => panic!("try {i}: {other:?}"),
+            };
+        }
+        state
+    }
+
+    #[test]
+    fn twenty_wrong_codes_in_a_day_lock_verify_and_send_until_the_oldest_is_a_day_old() {
+        let t0 = UnixMillis::from_secs(1_000_000);
+        let state = guessed(OtpState::default(), t0, 19);
+        // The 20th wrong try exhausts the budget, whatever tries its code had left.
+        let last_at = t0.plus_secs(19 * 60);
+        let mut state = state;
+        state.code = Some(code_for("fresh", "111111", last_at.plus_secs(300)));
+        let wrong = OtpCode::parse("000000").unwrap();
+        let state = match state.check(last_at, 5, GUESSES, &pepper(), &phone(), &wrong) {
+            VerifyOutcome::Wrong {
+                next,
+                attempts_left,
+                burned,
+                guesses_exhausted,
+            } => {
+                assert_eq!(attempts_left, 0, "min(4 on the code, 0 for the phone)");
+                assert!(!burned);
+                assert!(guesses_exhausted);
+                next
+            }
+            other => panic!("{other:?}"),
+        };
+        // Locked: even the right code gets 429, and so does a send.
+        let right = OtpCode::parse("111111").unwrap();
+        let now = last_at.plus_secs(1);
+        let until_oldest_leaves = t0.plus_secs(GUESS_WINDOW_SECS);
+        assert_eq!(
+            state.check(now, 5, GUESSES, &pepper(), &phone(), &right),
+            VerifyOutcome::Locked {
+                retry_after_secs: now.secs_until_ceil(until_oldest_leaves)
+            }
+        );
+        assert_eq!(
+            state.admit_send(now, POLICY, code_for("x", "222222", now), None),
+            SendOutcome::RateLimited {
+                limit: SendLimit::GuessLock,
+                retry_after_secs: now.secs_until_ceil(until_oldest_leaves)
+            }
+        );
+        // A day after the first wrong try, one guess is free again.
+        assert_eq!(GUESSES.lock(&state.wrong, until_oldest_leaves), None);
+        assert_eq!(GUESSES.left(&state.wrong, until_oldest_leaves), 1);
+        assert_eq!(
+            GUESSES.lock(&state.wrong, UnixMillis(until_oldest_leaves.0 - 1)),
+            Some(1)
+        );
+        assert!(state.wrong.len() <= 20);
+        // Off at 0.
+        let off = GuessPolicy { limit: 0 };
+        assert_eq!(off.lock(&state.wrong, now), None);
+    }
+
+    #[test]
+    fn attempts_left_is_the_smaller_of_the_code_and_the_phone_budget() {
+        let t0 = UnixMillis::from_secs(1_000_000);
+        let mut state = guessed(OtpState::default(), t0, 17);
+        let at = t0.plus_secs(17 * 60);
+        state.code = Some(code_for("fresh", "111111", at.plus_secs(300)));
+        let wrong = OtpCode::parse("000000").unwrap();
+        match state.check(at, 5, GUESSES, &pepper(), &phone(), &wrong) {
+            VerifyOutcome::Wrong { attempts_left, .. } => assert_eq!(attempts_left, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_idempotency_key_replays_while_its_code_is_valid() {
+        let t0 = UnixMillis::from_secs(1_000);
+        let first = admitted(OtpState::default().admit_send(
+            t0,
+            POLICY,
+            code_for("a", "111111", t0.plus_secs(300)),
+            Some("key-hash"),
+        ));
+        let t1 = t0.plus_secs(10);
+        assert_eq!(
+            first.admit_send(t1, POLICY, code_for("b", "222222", t1), Some("key-hash")),
+            SendOutcome::Replay
+        );
+        // Another key, or none, is another send.
+        assert!(matches!(
+            first.admit_send(t1, POLICY, code_for("b", "222222", t1), Some("other")),
+            SendOutcome::Admitted(_)
+        ));
+        assert!(matches!(
+            first.admit_send(t1, POLICY, code_for("b", "222222", t1), None),
+            SendOutcome::Admitted(_)
+        ));
+        // Once the code has expired, the key sends again.
+        let late = t0.plus_secs(300);
+        assert!(matches!(
+            first.admit_send(
+                late,
+                POLICY,
+                code_for("b", "222222", late),
+                Some("key-hash")
+            ),
+            SendOutcome::Admitted(_)
+        ));
+        // A refused send gives its key back.
+        let second = admitted(first.admit_send(
+            t1,
+            POLICY,
+            code_for("b", "222222", t1.plus_secs(300)),
+            Some("key-2"),
+        ));
+        let back = second.without_send(t1, "b", &first);
+        assert_eq!(back.idempotency, first.idempotency);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Map, Value, json};
 
-use crate::domain::AuthError;
+use crate::domain::{AuthError, SourceIp};
 
 /// Largest accepted body, after base64 decoding (CONTRACT §1).
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -104,6 +104,50 @@ pub fn request_id(req: &Request) -> Option<String> {
     req.lambda_context_ref()
         .map(|ctx| ctx.request_id.clone())
         .filter(|id| !id.is_empty())
+}
+
+/// The caller's address (CONTRACT §3b): the request context's `sourceIp` (HTTP API,
+/// REST API, function URL), or the last `X-Forwarded-For` address (ALB). `None` when
+/// there is none that parses: the IP budget then does not apply.
+pub fn source_ip(req: &Request) -> Option<SourceIp> {
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => {
+            ctx.http.source_ip.as_deref().and_then(SourceIp::parse)
+        }
+        RequestContext::ApiGatewayV1(ctx) => {
+            ctx.identity.source_ip.as_deref().and_then(SourceIp::parse)
+        }
+        RequestContext::Alb(_) => {
+            header_str(req, "x-forwarded-for").and_then(SourceIp::from_forwarded_for)
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// A request header as text, if present and visible ASCII.
+pub fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `Idempotency-Key` header of a send (CONTRACT §3b), as the SHA-256 that is
+/// stored: 1–255 visible ASCII characters, else a 400 naming the header.
+pub fn idempotency_key_hash(req: &Request) -> Result<Option<String>, AuthError> {
+    use base64::Engine;
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(AuthError::bad_request(
+            "Idempotency-Key: must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    Ok(Some(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+    ))
 }
 
 /// Status, `code` and caller-facing message of an error. 5xx messages are opaque.

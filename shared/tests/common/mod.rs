@@ -195,7 +195,7 @@ impl Stack {
         OtpVerify::new(
             self.store(),
             self.secret().await,
-            OtpConfig::max_attempts(&env).unwrap(),
+            OtpConfig::verify_policy(&env).unwrap(),
             TokenConfig::load(&env).unwrap(),
             self.clock(),
         )
