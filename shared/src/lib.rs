@@ -6,6 +6,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod audit;
 pub mod budget;
 pub mod clock;
 pub mod config;

@@ -10,12 +10,19 @@
 mod common;
 
 use common::{
-    NowMillis, Stack, call, event_request, post, public_keys, random_phone, verify_access_token,
+    NowMillis, Stack, call, event_request, post, public_keys, random_phone, random_suffix,
+    verify_access_token,
 };
 use foodsave_auth::adapters::AuthSecret;
-use foodsave_auth::adapters::secrets::fetch_secret_string;
+use foodsave_auth::adapters::secrets::{
+    SECRET_REFRESH_SECONDS, URGENT_REFRESH_SECONDS, fetch_secret_string,
+};
 use foodsave_auth::domain::UnixMillis;
-use foodsave_auth::rotation::{PUBLISH_LEAD_SECONDS, RETIRE_MARGIN_SECONDS};
+use foodsave_auth::keys::generate_signing_key;
+use foodsave_auth::rotation::{
+    PUBLISH_LEAD_SECONDS, RETIRE_MARGIN_SECONDS, RotationError, RotationEvent,
+};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 async fn login_token(stack: &Stack, verify: &foodsave_auth::api::otp_verify::OtpVerify) -> String {
@@ -294,4 +301,305 @@ async fn no_active_key_is_a_logged_500_not_a_panic() {
     .await;
     assert_eq!((answer.status, answer.code()), (500, "INTERNAL_ERROR"));
     assert_eq!(answer.body["message"], "internal error");
+}
+
+async fn put_auth_doc(stack: &Stack, doc: &Value) {
+    stack
+        .sm
+        .put_secret_value()
+        .secret_id(&stack.secret_id)
+        .secret_string(doc.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
+fn kids_in(doc: &Value, list: &str) -> Vec<String> {
+    doc[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn jwks_doc(stack: &Stack) -> Value {
+    serde_json::from_str(
+        &fetch_secret_string(&stack.sm, &stack.jwks_secret_id)
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// A ClientRequestToken as Secrets Manager makes them (32 to 64 characters).
+fn rotation_token() -> String {
+    format!("{}{}", random_suffix(), random_suffix())
+}
+
+async fn run_step(stack: &Stack, token: &str, step: &str) -> Result<(), RotationError> {
+    stack
+        .rotation
+        .step(&RotationEvent {
+            secret_id: stack.secret_id.clone(),
+            client_request_token: token.to_owned(),
+            step: step.to_owned(),
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_with_no_active_key_reads_its_secret_again_within_seconds() {
+    let stack = Stack::new().await;
+    let start = stack.clock_secs();
+    let mut doc = auth_doc(&stack).await;
+    let mut waiting = doc["signingKeys"][0].clone();
+    waiting["activeFrom"] = json!(start + 3600);
+    // No keys at all, and only a key whose activeFrom is still ahead.
+    for no_active_key in [json!([]), json!([waiting])] {
+        doc["signingKeys"] = no_active_key.clone();
+        put_auth_doc(&stack, &doc).await;
+        let loaded_at = stack.clock_secs();
+        let signer = stack.secret().await;
+        let plain = stack.secret().await;
+        let active_kid = |secret: &AuthSecret| {
+            secret
+                .active_key(stack.clock.now_millis())
+                .map(|k| k.kid.clone())
+        };
+        let signing_kid =
+            || async { active_kid(&*signer.get_with_active_key(stack.clock.now_millis()).await) };
+        assert_eq!(signing_kid().await, None);
+        // The first early read finds nothing new either.
+        stack.clock.advance_secs(URGENT_REFRESH_SECONDS);
+        assert_eq!(signing_kid().await, None);
+
+        // A key active at once is written (a revocation's fresh key, a first rotation).
+        let fresh = generate_signing_key().unwrap();
+        let mut keys = no_active_key.as_array().unwrap().clone();
+        keys.push(json!({
+            "kid": fresh.kid,
+            "privateKeyPem": fresh.private_key_pem.expose_secret(),
+            "activeFrom": stack.clock_secs(),
+        }));
+        doc["signingKeys"] = json!(keys);
+        put_auth_doc(&stack, &doc).await;
+
+        // Early reads are spaced: not one per request.
+        stack.clock.advance_secs(URGENT_REFRESH_SECONDS - 1);
+        assert_eq!(signing_kid().await, None);
+        stack.clock.advance_secs(1);
+        assert_eq!(signing_kid().await, Some(fresh.kid.clone()));
+        assert!(stack.clock_secs() - loaded_at < SECRET_REFRESH_SECONDS / 10);
+        // A cache read only by the refresh period still has no key to sign with.
+        assert_eq!(active_kid(&*plain.get().await), None);
+        // Once it has a key, the signer goes back to the normal period.
+        assert_eq!(
+            active_kid(&*signer.get_with_active_key(stack.clock.now_millis()).await),
+            Some(fresh.kid.clone())
+        );
+        stack.clock.advance_secs(SECRET_REFRESH_SECONDS);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_revoked_during_a_rotation_cannot_come_back_through_its_later_steps() {
+    // Revoked after createSecret, after setSecret (its JWKS already published), after testSecret.
+    for revoke_after in 1..STEPS.len() {
+        let stack = Stack::new().await;
+        let verify = stack.otp_verify(&[]).await;
+        let compromised = kid_of(&login_token(&stack, &verify).await);
+        // A day on, the rotation publishes a new key ahead and keeps the active one.
+        stack.clock.advance_secs(86_400);
+        let token = rotation_token();
+        for step in &STEPS[..revoke_after] {
+            run_step(&stack, &token, step).await.unwrap();
+        }
+        let pending: Value = serde_json::from_str(
+            stack
+                .sm
+                .get_secret_value()
+                .secret_id(&stack.secret_id)
+                .version_id(&token)
+                .version_stage("AWSPENDING")
+                .send()
+                .await
+                .unwrap()
+                .secret_string()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(kids_in(&pending, "signingKeys").contains(&compromised));
+
+        let out = stack
+            .rotation
+            .handle(serde_json::from_value(json!({ "revokeKid": compromised })).unwrap())
+            .await
+            .unwrap();
+        let fresh = out["activeKid"].as_str().unwrap().to_owned();
+        for step in &STEPS[revoke_after..] {
+            run_step(&stack, &token, step).await.unwrap();
+        }
+
+        let after = STEPS[revoke_after - 1];
+        let auth_kids = kids_in(&auth_doc(&stack).await, "signingKeys");
+        let jwks_kids = kids_in(&jwks_doc(&stack).await, "keys");
+        for (secret, kids) in [("auth", &auth_kids), ("JWKS", &jwks_kids)] {
+            assert!(
+                !kids.contains(&compromised),
+                "revoked after {after}: back in the {secret} secret: {kids:?}"
+            );
+            assert!(kids.contains(&fresh), "revoked after {after}: {kids:?}");
+        }
+        // No version is left AWSPENDING: the next rotation can start.
+        let stages = stack
+            .sm
+            .describe_secret()
+            .secret_id(&stack.secret_id)
+            .send()
+            .await
+            .unwrap()
+            .version_ids_to_stages
+            .unwrap();
+        assert!(
+            stages
+                .values()
+                .all(|labels| !labels.iter().any(|l| l == "AWSPENDING")),
+            "revoked after {after}: {stages:?}"
+        );
+        // Tokens are signed with the fresh key and verify with what is served.
+        let token = login_token(&stack, &stack.otp_verify(&[]).await).await;
+        assert_eq!(kid_of(&token), fresh, "revoked after {after}");
+        verify_access_token(&token, &public_keys(&stack).await);
+        // The next rotation builds on the revocation, not on the abandoned version.
+        stack.rotation.rotate_now(&stack.secret_id).await.unwrap();
+        let auth_kids = kids_in(&auth_doc(&stack).await, "signingKeys");
+        let jwks_kids = kids_in(&jwks_doc(&stack).await, "keys");
+        assert!(!auth_kids.contains(&compromised) && !jwks_kids.contains(&compromised));
+        assert!(
+            auth_kids.contains(&fresh) && auth_kids.len() == 2,
+            "{auth_kids:?}"
+        );
+        assert_eq!(auth_kids, jwks_kids);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_secret_fails_when_a_published_jwk_is_not_its_keys_public_half() {
+    let stack = Stack::new().await;
+    stack.clock.advance_secs(86_400);
+    let token = rotation_token();
+    for step in &STEPS[..2] {
+        run_step(&stack, &token, step).await.unwrap();
+    }
+    // The new key's kid stays published, with another key's modulus under it.
+    let mut jwks = jwks_doc(&stack).await;
+    let other = generate_signing_key().unwrap();
+    let new_jwk = jwks["keys"].as_array_mut().unwrap().last_mut().unwrap();
+    let kid = new_jwk["kid"].as_str().unwrap().to_owned();
+    new_jwk["n"] = other.public_jwk["n"].clone();
+    stack
+        .sm
+        .put_secret_value()
+        .secret_id(&stack.jwks_secret_id)
+        .secret_string(jwks.to_string())
+        .send()
+        .await
+        .unwrap();
+    let current_before = auth_doc(&stack).await;
+
+    let err = run_step(&stack, &token, "testSecret").await.unwrap_err();
+    assert!(
+        matches!(&err, RotationError::TestFailed(m) if m.contains(&kid) && m.contains("public half")),
+        "{err}"
+    );
+    assert_eq!(auth_doc(&stack).await, current_before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_template_alarms_on_any_rotation_error_and_refuses_an_issuer_with_a_trailing_slash() {
+    use serde_yaml::Value as Yaml;
+    let template: Yaml = serde_yaml::from_str(
+        &std::fs::read_to_string(foodsave_auth::devstack::template_path()).unwrap(),
+    )
+    .unwrap();
+    let resources = &template["Resources"];
+    let reference = |name: &str| serde_yaml::from_str::<Yaml>(&format!("!Ref {name}")).unwrap();
+    let alarms: Vec<&Yaml> = resources
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|r| &r["Properties"])
+        .filter(|p| {
+            p["Namespace"] == "AWS/Lambda"
+                && p["Dimensions"].as_sequence().is_some_and(|dims| {
+                    dims.iter().any(|d| {
+                        d["Name"] == "FunctionName"
+                            && d["Value"] == reference("KeyRotationFunction")
+                    })
+                })
+        })
+        .collect();
+    let [alarm] = alarms.as_slice() else {
+        panic!("one alarm on KeyRotationFunction, found {}", alarms.len());
+    };
+    assert_eq!(alarm["MetricName"], "Errors");
+    assert_eq!(alarm["Statistic"], "Sum");
+    assert_eq!(alarm["Period"].as_u64(), Some(300));
+    assert_eq!(alarm["EvaluationPeriods"].as_u64(), Some(1));
+    // Any error: more than 0.
+    assert_eq!(alarm["Threshold"].as_u64(), Some(0));
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["TreatMissingData"], "notBreaching");
+    assert_eq!(
+        alarm["AlarmActions"],
+        resources["Api5xxAlarm"]["Properties"]["AlarmActions"]
+    );
+
+    let issuer = &template["Parameters"]["PublicBaseUrl"];
+    let pattern = issuer["AllowedPattern"].as_str().unwrap();
+    assert!(
+        issuer["ConstraintDescription"]
+            .as_str()
+            .unwrap()
+            .contains("trailing slash")
+    );
+    // CloudFormation matches the whole value (Java regex); Python's fullmatch agrees on
+    // this syntax, and Python is on hand wherever the local stack runs.
+    let cases = [
+        ("https://api.foodsave.kz/api/v1/auth", true),
+        ("https://auth.test.foodsave.kz/api/v1/auth", true),
+        ("http://127.0.0.1:3000", true),
+        ("https://api.foodsave.kz/api/v1/auth/", false),
+        ("https://api.foodsave.kz/", false),
+        ("https://", false),
+        ("https://a b", false),
+        ("ftp://api.foodsave.kz", false),
+    ];
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import re, sys; print(' '.join(str(re.fullmatch(sys.argv[1], u) is not None) for u in sys.argv[2:]))",
+            pattern,
+        ])
+        .args(cases.iter().map(|(url, _)| *url))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let matched: Vec<bool> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|b| b == "True")
+        .collect();
+    for ((url, allowed), got) in cases.iter().zip(&matched) {
+        assert_eq!(got, allowed, "{pattern} on {url:?}");
+    }
+    assert_eq!(matched.len(), cases.len());
 }

@@ -1,6 +1,9 @@
 //! The auth secret (`AUTH_SECRET_ID`: OTP pepper and signing keys) read from Secrets
 //! Manager once per container and refreshed at most every [`SECRET_REFRESH_SECONDS`], so
 //! a rotated key is picked up without a redeploy. A failed refresh keeps the cached value.
+//! A signer whose cached secret has no active key (an emergency revocation or a first key
+//! written after the container started) re-reads it after [`URGENT_REFRESH_SECONDS`]
+//! instead of a whole refresh period: [`SecretCache::get_with_active_key`].
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -18,6 +21,12 @@ use crate::ports::Clock;
 
 /// How long a fetched secret is trusted before it is read again.
 pub const SECRET_REFRESH_SECONDS: u64 = 300;
+
+/// The least time between two reads of a secret whose cached value cannot serve (no active
+/// signing key): soon enough that signing recovers within seconds, rare enough that a
+/// secret with no key at all costs one `GetSecretValue` per container every few seconds,
+/// not one per request.
+pub const URGENT_REFRESH_SECONDS: u64 = 5;
 
 /// The minimum pepper length (CONTRACT §5).
 const MIN_PEPPER_BYTES: usize = 32;
@@ -185,7 +194,10 @@ pub async fn fetch_secret_string(client: &Client, id: &str) -> Result<String, Se
 
 struct Cached<T> {
     value: Arc<T>,
+    /// When the value was read, or a read of it last failed: the refresh period runs from here.
     fetched_at: UnixMillis,
+    /// When a read last started, whatever its outcome: early reads are spaced from here.
+    attempted_at: UnixMillis,
 }
 
 /// A secret parsed into `T`, read at init and re-read when older than the refresh period.
@@ -215,6 +227,7 @@ impl<T: Send + Sync> SecretCache<T> {
             state: RwLock::new(Cached {
                 value: Arc::new(value),
                 fetched_at,
+                attempted_at: fetched_at,
             }),
         })
     }
@@ -256,9 +269,46 @@ impl<T: Send + Sync> SecretCache<T> {
         self.refresh().await.unwrap_or(value)
     }
 
+    /// The current value if `usable` accepts it; if not, re-read early: at most once per
+    /// [`URGENT_REFRESH_SECONDS`] (on the injected clock, never sleeping), whatever the
+    /// refresh period says. Returns the cached value when the re-read is not yet due, fails
+    /// or still yields an unusable value: the caller decides what unusable means for it.
+    pub async fn get_usable(&self, usable: impl Fn(&T) -> bool) -> Arc<T> {
+        let value = self.get().await;
+        if usable(&value) || !self.claim_early_read() {
+            return value;
+        }
+        tracing::warn!(secret = %self.id, "cached secret cannot serve; re-reading it early");
+        self.fetch_and_store(self.clock.now())
+            .await
+            .unwrap_or(value)
+    }
+
+    /// Whether an early read may start now; if so, no other may for the next
+    /// [`URGENT_REFRESH_SECONDS`] (checked and marked under one lock, so concurrent
+    /// requests of one container start at most one).
+    fn claim_early_read(&self) -> bool {
+        let now = self.clock.now();
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if state.attempted_at.plus_secs(URGENT_REFRESH_SECONDS) > now {
+            return false;
+        }
+        state.attempted_at = now;
+        true
+    }
+
     /// Re-read now. On failure the cached value stays and the failure is logged.
     pub async fn refresh(&self) -> Option<Arc<T>> {
         let now = self.clock.now();
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state.attempted_at = now;
+        }
+        self.fetch_and_store(now).await
+    }
+
+    /// Read the secret (a read that started at `now`) and keep it, or keep the cached one.
+    async fn fetch_and_store(&self, now: UnixMillis) -> Option<Arc<T>> {
         match Self::fetch(&self.client, &self.id, self.parse).await {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
@@ -266,6 +316,7 @@ impl<T: Send + Sync> SecretCache<T> {
                 *state = Cached {
                     value: Arc::clone(&fresh),
                     fetched_at: now,
+                    attempted_at: state.attempted_at.max(now),
                 };
                 Some(fresh)
             }
@@ -277,6 +328,17 @@ impl<T: Send + Sync> SecretCache<T> {
                 None
             }
         }
+    }
+}
+
+impl SecretCache<AuthSecret> {
+    /// For signers: the auth secret, re-read within [`URGENT_REFRESH_SECONDS`] rather than
+    /// a whole refresh period while it has no key active at `now` (every `activeFrom` in
+    /// the future, or no keys). Still none after that is the caller's logged 500. Only for
+    /// caches parsed with [`AuthSecret::parse`]: a pepper-only parse never has a key.
+    pub async fn get_with_active_key(&self, now: UnixMillis) -> Arc<AuthSecret> {
+        self.get_usable(|secret| secret.active_key(now).is_some())
+            .await
     }
 }
 

@@ -162,6 +162,19 @@ pub(crate) async fn current_secret<T: Send + Sync>(
         .unwrap_or_else(|_| cache.cached())
 }
 
+/// For signers: the auth secret, re-read within seconds while it has no key active at
+/// `now` (an emergency revocation, a first key), with the same bounded wait.
+pub(crate) async fn signing_secret(
+    budget: &Budget,
+    cache: &SecretCache<AuthSecret>,
+    now: crate::domain::UnixMillis,
+) -> Arc<AuthSecret> {
+    let wait = SECRET_REFRESH_WAIT.min(budget.remaining() / 4);
+    tokio::time::timeout(wait, cache.get_with_active_key(now))
+        .await
+        .unwrap_or_else(|_| cache.cached())
+}
+
 /// The auth secret, read at init with `parse`; a function that cannot read it fails
 /// its init.
 pub(crate) async fn load_auth_secret(

@@ -227,7 +227,7 @@ impl OtpSend {
         )
         .await?;
         let admitted = || {
-            Admission::Sent(Admitted {
+            Admission::Sent(Box::new(Admitted {
                 code: code.clone(),
                 code_id: code_id.clone(),
                 written: written.clone(),
@@ -235,7 +235,7 @@ impl OtpSend {
                 sent_at: now,
                 claims: slot_claims.clone(),
                 recorded: recorded.clone(),
-            })
+            }))
         };
         let (phone_found, claims_found) = match outcome {
             SendWrite::Applied => return Ok(Round::Done(admitted())),
@@ -458,7 +458,7 @@ enum Claim {
 
 enum Admission {
     Replay,
-    Sent(Admitted),
+    Sent(Box<Admitted>),
 }
 
 /// A send written to the store, before its SMS goes out.

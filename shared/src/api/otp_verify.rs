@@ -8,7 +8,7 @@ use ring::rand::SystemRandom;
 use serde_json::Value;
 
 use super::{
-    Endpoint, InitError, Round, current_secret, respond, rng_failed, settle, token_pair, within,
+    Endpoint, InitError, Round, respond, rng_failed, settle, signing_secret, token_pair, within,
 };
 use crate::adapters::dynamodb::Expect;
 use crate::adapters::secrets::{SecretCache, require_pepper};
@@ -61,7 +61,7 @@ impl OtpVerify {
         let code = OtpCode::parse(string_field(&body, "code")?)
             .map_err(|_| AuthError::bad_request("code: must be exactly 6 digits"))?;
         let budget = Budget::from_request(req);
-        let secret = current_secret(&budget, &self.secret).await;
+        let secret = signing_secret(&budget, &self.secret, self.clock.now()).await;
         let request_id = crate::http::request_id(req);
         let ip = source_ip(req);
         let audit = |event| {

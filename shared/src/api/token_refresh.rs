@@ -9,7 +9,7 @@ use ring::rand::SystemRandom;
 use serde_json::Value;
 
 use super::{
-    Endpoint, InitError, Round, current_secret, respond, rng_failed, settle, token_pair, within,
+    Endpoint, InitError, Round, respond, rng_failed, settle, signing_secret, token_pair, within,
 };
 use crate::adapters::secrets::SecretCache;
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
@@ -53,7 +53,7 @@ impl TokenRefresh {
         let presented = RefreshToken::parse(refresh_token_field(&body)?)
             .map_err(|_| AuthError::InvalidRefreshToken)?;
         let budget = Budget::from_request(req);
-        let secret = current_secret(&budget, &self.secret).await;
+        let secret = signing_secret(&budget, &self.secret, self.clock.now()).await;
         let pepper = secret
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
