@@ -39,19 +39,28 @@ impl SnsSmsSender {
             .config()
             .to_builder()
             .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(1))
-                    .operation_attempt_timeout(super::SMS_PUBLISH_TIMEOUT)
-                    .operation_timeout(super::SMS_PUBLISH_TIMEOUT)
-                    .build(),
-            )
             .build();
         Self {
             client: Client::from_conf(config),
             sender_id,
             max_price_usd: None,
         }
+    }
+
+    /// The SNS client of the functions: `aws` with the publish timeouts (connect 1 s,
+    /// one attempt of [`super::SMS_PUBLISH_TIMEOUT`]).
+    pub fn client(aws: &aws_config::SdkConfig) -> Client {
+        Client::from_conf(
+            aws_sdk_sns::config::Builder::from(aws)
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(1))
+                        .operation_attempt_timeout(super::SMS_PUBLISH_TIMEOUT)
+                        .operation_timeout(super::SMS_PUBLISH_TIMEOUT)
+                        .build(),
+                )
+                .build(),
+        )
     }
 
     /// Refuse any message that would cost more than this (`AWS.SNS.SMS.MaxPrice`, USD),

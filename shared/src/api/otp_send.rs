@@ -503,7 +503,7 @@ impl Endpoint for OtpSend {
         let secret =
             super::load_auth_secret(aws, env, &clock, AuthSecret::parse_pepper_only).await?;
         require_pepper(&secret).await?;
-        let sms = SnsSmsSender::new(&aws_sdk_sns::Client::new(aws), config.sms_sender_id.clone())
+        let sms = SnsSmsSender::new(&SnsSmsSender::client(aws), config.sms_sender_id.clone())
             .with_max_price(config.sms_max_price_usd.clone());
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),

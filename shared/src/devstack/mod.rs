@@ -103,9 +103,21 @@ pub fn table_definition(template: &Path) -> Result<TableDefinition, BoxError> {
 }
 
 /// SDK configuration from the standard environment (`AWS_ENDPOINT_URL` pointing at
-/// moto), with the functions' own timeouts.
+/// moto), for setting up and driving tests. Its timeouts are generous: moto serves one
+/// request at a time, and under a test suite's load an answer can take seconds that AWS
+/// would never take. Tests of the functions' own timeouts go through
+/// `fault_proxy::FaultProxy::sdk_config`, which uses them.
 pub async fn sdk_config() -> SdkConfig {
-    crate::adapters::load_sdk_config().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .operation_timeout(std::time::Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
 }
 
 /// Create the template's table under `name`, with its TTL.
