@@ -216,7 +216,11 @@ impl OtpConfig {
     }
 }
 
-/// The SMS text with exactly one `{code}` placeholder.
+/// Longest SMS template accepted: SNS splits longer texts into several billed parts, and
+/// Android's SMS Retriever reads only messages of at most 140 bytes.
+const MAX_SMS_TEMPLATE_BYTES: usize = 320;
+
+/// The SMS text, with every `{code}` replaced by the code.
 #[derive(Clone)]
 pub struct SmsTemplate(String);
 
@@ -226,10 +230,13 @@ impl SmsTemplate {
     }
 
     fn parse_named(raw: String, name: &'static str) -> Result<Self, ConfigError> {
-        if raw.matches("{code}").count() != 1 {
+        // At least once; twice is the WebOTP form (`... {code}\n\n@foodsave.kz #{code}`).
+        if !raw.contains("{code}") || raw.len() > MAX_SMS_TEMPLATE_BYTES {
             return Err(ConfigError::Invalid {
                 name,
-                reason: "must contain {code} exactly once".into(),
+                reason: format!(
+                    "must contain {{code}} and be at most {MAX_SMS_TEMPLATE_BYTES} bytes"
+                ),
             });
         }
         Ok(Self(raw))
@@ -551,6 +558,16 @@ mod tests {
         );
         let err = OtpConfig::load(&env(&[("SMS_MESSAGE_RU", "no code")])).unwrap_err();
         assert!(err.to_string().contains("SMS_MESSAGE_RU"), "{err}");
+        // The WebOTP form names the code twice.
+        let web = OtpConfig::load(&env(&[(
+            "SMS_MESSAGE",
+            "FoodSave code: {code}\n\n@foodsave.kz #{code}",
+        )]))
+        .unwrap();
+        assert_eq!(
+            web.sms_message.for_accept_language(None).render("123456"),
+            "FoodSave code: 123456\n\n@foodsave.kz #123456"
+        );
     }
 
     #[test]
