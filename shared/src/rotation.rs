@@ -16,9 +16,10 @@
 //! names the version it takes the label from, so a revocation written between that check
 //! and the move fails the move (Secrets Manager retries the step, which then sees it).
 //!
-//! testSecret proves each key's RSA math independently of the signer's library: the PKCS#8
-//! key must pass *ring*'s full private-key validation, and the published JWK must be its
-//! public half and verify a signature made with it.
+//! testSecret proves each key's RSA math before a signer can load it (signers only parse
+//! their keys, `AuthSecret::parse`): the PKCS#8 key must pass *ring*'s private-key
+//! validation and sign, and the published JWK must be its public half and verify that
+//! signature.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -227,9 +228,10 @@ pub fn jwks_of(doc: &KeyDoc) -> Result<Value, RotationError> {
 }
 
 /// Prove `entry`'s RSA math and that `published` (every JWK of the JWKS under its kid) is
-/// its public half: the PKCS#8 key passes *ring*'s full validation (RFC 8017 consistency
-/// of its components, not only that it parses), each published JWK carries the same
-/// modulus and exponent, and a signature made with the private key verifies with them.
+/// its public half: the PKCS#8 key passes *ring*'s validation and signs (together, RFC 8017
+/// consistency of every component signing uses: *ring* checks `dP` and `dQ` only when it
+/// signs, against its own signature), each published JWK carries the same modulus and
+/// exponent, and a signature made with the private key verifies with them.
 /// Messages name the kid, never key material.
 pub fn check_key_pair(entry: &KeyEntry, published: &[&Value]) -> Result<(), RotationError> {
     let kid = &entry.kid;

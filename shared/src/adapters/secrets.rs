@@ -10,13 +10,13 @@ use std::sync::{Arc, RwLock};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use jsonwebtoken::EncodingKey;
 use secrecy::SecretSlice;
 use serde::Deserialize;
 
 use crate::config::decode_base64;
 use crate::domain::UnixMillis;
 use crate::domain::error::BoxError;
+use crate::keys::RsaPrivateKey;
 use crate::ports::Clock;
 
 /// How long a fetched secret is trusted before it is read again.
@@ -43,12 +43,14 @@ pub enum SecretError {
     Malformed { id: String, reason: String },
 }
 
-/// One signing key of the auth secret.
+/// One signing key of the auth secret, parsed once when the secret is read: every token
+/// it signs uses this parsed key, never its PEM again.
+#[derive(Clone)]
 pub struct SigningKey {
     pub kid: String,
     /// Epoch seconds from which it may sign; absent counts as 0.
     pub active_from: u64,
-    pub(crate) key: EncodingKey,
+    pub(crate) key: Arc<RsaPrivateKey>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -92,13 +94,15 @@ struct SigningKeyDoc {
 }
 
 impl AuthSecret {
-    /// Parse the secret; error messages never quote its content.
+    /// Parse the secret, each signing key into a ready-to-sign [`RsaPrivateKey`] (a key
+    /// that does not parse fails the whole secret, so a signer's init); error messages
+    /// never quote its content. The full check of a key's math belongs to where keys are
+    /// made: the rotation's testSecret (`rotation::check_key_pair`).
     pub fn parse(raw: &str) -> Result<Self, String> {
         Self::parse_with(raw, true)
     }
 
-    /// The pepper only, for functions that never sign: each key's check costs an RSA
-    /// key validation and a trial signature, milliseconds of cold start for nothing.
+    /// The pepper only, for functions that never sign: no key is decoded or parsed.
     pub fn parse_pepper_only(raw: &str) -> Result<Self, String> {
         Self::parse_with(raw, false)
     }
@@ -125,14 +129,12 @@ impl AuthSecret {
         };
         let mut signing_keys = Vec::with_capacity(doc.signing_keys.len());
         for k in doc.signing_keys.into_iter().filter(|_| with_keys) {
-            let key = EncodingKey::from_rsa_pem(k.private_key_pem.as_bytes())
+            let key = RsaPrivateKey::from_pem(&k.private_key_pem)
                 .map_err(|_| format!("signing key {} is not an RSA private key in PEM", k.kid))?;
-            crate::adapters::jwt::check_signing_key(&key)
-                .map_err(|_| format!("signing key {} cannot sign RS256", k.kid))?;
             signing_keys.push(SigningKey {
                 kid: k.kid,
                 active_from: k.active_from.unwrap_or(0),
-                key,
+                key: Arc::new(key),
             });
         }
         Ok(Self {
@@ -413,6 +415,27 @@ mod tests {
         let pepper_only = AuthSecret::parse_pepper_only(&raw).unwrap();
         assert!(pepper_only.pepper().is_some());
         assert!(pepper_only.signing_keys.is_empty());
+    }
+
+    #[test]
+    fn a_key_whose_modulus_is_not_the_product_of_its_primes_fails_the_full_parse() {
+        let good = generate_signing_key().unwrap();
+        let mut der = pem::parse(good.private_key_pem.expose_secret())
+            .unwrap()
+            .into_contents();
+        // The PKCS#8 header (26 bytes), the RSAPrivateKey SEQUENCE and version (7), the
+        // modulus INTEGER (02 82 01 01 00, then 256 bytes): flip a bit in its middle.
+        assert_eq!(der[26..28], [0x30, 0x82]);
+        assert_eq!(der[33..38], [0x02, 0x82, 0x01, 0x01, 0x00]);
+        der[38 + 128] ^= 0x10;
+        let broken = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+        let raw = doc(&[
+            ("good", good.private_key_pem.expose_secret(), None),
+            ("flipped", &broken, None),
+        ]);
+        let err = AuthSecret::parse(&raw).unwrap_err();
+        assert!(err.contains("flipped"), "{err}");
+        assert!(AuthSecret::parse_pepper_only(&raw).is_ok());
     }
 
     #[test]
