@@ -32,9 +32,14 @@ invoke: ## Run one sample event through its function's Lambda runtime: make invo
 	cargo build --locked --workspace --bins
 	local/with-stack.sh cargo run --locked -q -p local-api -- --invoke events/$(EVENT).json
 
+# The function packages and the baseline alone, as `sam build` builds each function: a
+# --workspace build would give them local-api's devstack features too.
+BENCH_BINARIES := otp-send otp-verify token-refresh logout jwks hello-world
+
 .PHONY: bench
-bench: ## Cold-start benchmark: init time, first request and peak memory of each release binary
-	cargo build --locked --release --workspace --bins
+bench: ## Benchmark of record → BENCHMARKS.md: each function vs hello-world (init, warm p50/p99, CPU, RSS, AWS calls), crypto floor; BENCH_RUNS=10 BENCH_REQUESTS=1000
+	cargo build --locked --release $(addprefix -p ,$(BENCH_BINARIES))
+	cargo bench --locked -p foodsave-auth --bench crypto
 	local/with-stack.sh cargo bench --locked -p foodsave-auth --bench cold_start
 
 .PHONY: fmt

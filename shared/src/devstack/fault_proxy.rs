@@ -10,12 +10,16 @@
 //! `Action`. Rules are set per operation name and consumed in order; a request no rule
 //! matches is forwarded as it came (method, path, query, headers including `Host` and the
 //! SigV4 `Authorization`, body bytes) and moto's answer returned as it went.
+//!
+//! Every request is counted per operation, and the time spent forwarding it (sending it
+//! to moto and reading the answer) is added up per operation ([`FaultProxy::stats`]):
+//! how long a function behind the proxy waited on AWS.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use http_body_util::{BodyExt, Full};
@@ -149,10 +153,23 @@ struct Rule {
     remaining: Option<usize>,
 }
 
+/// What the proxy has seen of one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperationStats {
+    /// Requests seen, faulted or forwarded.
+    pub requests: usize,
+    /// Requests forwarded to moto (all but those a fault answered or dropped).
+    pub forwarded: usize,
+    /// Time spent forwarding them: from sending each to moto until its answer was read.
+    pub forwarding: Duration,
+}
+
 #[derive(Debug, Default)]
 struct Book {
     rules: HashMap<String, VecDeque<Rule>>,
     counts: BTreeMap<String, usize>,
+    /// Per operation: requests forwarded and the time that took.
+    forwarded: BTreeMap<String, (usize, Duration)>,
 }
 
 impl Book {
@@ -170,6 +187,28 @@ impl Book {
         }
         Some(fault)
     }
+
+    fn forwarded(&mut self, operation: &str, took: Duration) {
+        let (n, total) = self.forwarded.entry(operation.to_owned()).or_default();
+        *n += 1;
+        *total += took;
+    }
+
+    fn stats(&self) -> BTreeMap<String, OperationStats> {
+        self.counts
+            .iter()
+            .map(|(operation, requests)| {
+                let (forwarded, forwarding) =
+                    self.forwarded.get(operation).copied().unwrap_or_default();
+                let stats = OperationStats {
+                    requests: *requests,
+                    forwarded,
+                    forwarding,
+                };
+                (operation.clone(), stats)
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -184,6 +223,20 @@ struct State {
 impl State {
     fn book(&self) -> MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forward `req` to moto, adding the time it takes to `operation`'s total.
+    async fn forward(
+        &self,
+        operation: Option<&str>,
+        req: Request<Bytes>,
+    ) -> Result<Response<Full<Bytes>>, BoxError> {
+        let started = Instant::now();
+        let answer = forward(&self.upstream, req).await;
+        if let Some(operation) = operation {
+            self.book().forwarded(operation, started.elapsed());
+        }
+        answer
     }
 
     /// A fresh `x-amzn-RequestId`, shaped like AWS's (a UUID).
@@ -305,6 +358,21 @@ impl FaultProxy {
     pub fn counts(&self) -> BTreeMap<String, usize> {
         self.state.book().counts.clone()
     }
+
+    /// Time spent so far forwarding requests of `operation` to moto.
+    pub fn forwarding_time(&self, operation: &str) -> Duration {
+        self.state
+            .book()
+            .forwarded
+            .get(operation)
+            .map_or(Duration::ZERO, |(_, took)| *took)
+    }
+
+    /// Everything seen so far, per operation, read at one instant: requests, those
+    /// forwarded, and the time forwarding took.
+    pub fn stats(&self) -> BTreeMap<String, OperationStats> {
+        self.state.book().stats()
+    }
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
@@ -344,8 +412,11 @@ async fn handle(
     let fault = call
         .as_ref()
         .and_then(|call| state.book().take(&call.operation));
+    let operation = call.as_ref().map(|c| c.operation.clone());
     let (Some(call), Some(fault)) = (call, fault) else {
-        return forward(&state.upstream, Request::from_parts(parts, body)).await;
+        return state
+            .forward(operation.as_deref(), Request::from_parts(parts, body))
+            .await;
     };
     let request_id = state.request_id();
     match fault {
@@ -355,7 +426,9 @@ async fn handle(
         }
         Fault::Refuse => Err("fault proxy: refused".into()),
         Fault::SlowAnswer(hold) => {
-            let answer = forward(&state.upstream, Request::from_parts(parts, body)).await;
+            let answer = state
+                .forward(Some(&call.operation), Request::from_parts(parts, body))
+                .await;
             tokio::time::sleep(hold).await;
             answer
         }
@@ -766,6 +839,33 @@ mod tests {
         assert_eq!(book.take("GetItem"), None);
         assert_eq!(book.counts["PutItem"], 4);
         assert_eq!(book.counts["GetItem"], 1);
+    }
+
+    #[test]
+    fn forwarding_time_adds_up_per_operation_beside_the_counts() {
+        let mut book = Book::default();
+        book.take("GetItem");
+        book.take("GetItem");
+        book.take("Publish");
+        book.forwarded("GetItem", Duration::from_millis(3));
+        book.forwarded("GetItem", Duration::from_millis(4));
+        let stats = book.stats();
+        assert_eq!(
+            stats["GetItem"],
+            OperationStats {
+                requests: 2,
+                forwarded: 2,
+                forwarding: Duration::from_millis(7),
+            }
+        );
+        assert_eq!(
+            stats["Publish"],
+            OperationStats {
+                requests: 1,
+                forwarded: 0,
+                forwarding: Duration::ZERO,
+            }
+        );
     }
 
     #[test]

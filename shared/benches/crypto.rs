@@ -1,0 +1,90 @@
+//! The per-request crypto, alone: the floor under each function's CPU per warm request
+//! in BENCHMARKS.md. Code HMAC (every send, every verify), refresh-token SHA-256 and
+//! successor HMAC with the chain key derived per request (refresh, logout), and one RS256
+//! access token through the public `JwtIssuer::issue` (verify, refresh).
+//!
+//! `make bench` runs it before the cold-start bench, which reads the medians from
+//! `target/criterion/crypto/*/new/estimates.json` into BENCHMARKS.md.
+//! `cargo bench -p foodsave-auth --bench crypto` alone needs no local AWS stack.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use criterion::Criterion;
+use foodsave_auth::adapters::{AuthSecret, JwtIssuer};
+use foodsave_auth::clock::SystemClock;
+use foodsave_auth::config::TokenConfig;
+use foodsave_auth::domain::session::SessionId;
+use foodsave_auth::domain::{ChainKey, CodeMac, OtpCode, PhoneNumber, RefreshToken, Session};
+use foodsave_auth::keys::generate_signing_key;
+use foodsave_auth::ports::Clock;
+use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::{ExposeSecret, SecretSlice};
+use serde_json::json;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let rng = SystemRandom::new();
+    let mut pepper = vec![0u8; 32];
+    rng.fill(&mut pepper).map_err(|_| "rng")?;
+    let key = generate_signing_key()?;
+    // The auth secret as the rotation writes it (CONTRACT §5), parsed as the signers parse it.
+    let secret = AuthSecret::parse(
+        &json!({
+            "otpPepper": STANDARD.encode(&pepper),
+            "signingKeys": [{
+                "kid": key.kid,
+                "privateKeyPem": key.private_key_pem.expose_secret(),
+                "activeFrom": 0,
+            }],
+        })
+        .to_string(),
+    )?;
+    let pepper = SecretSlice::from(pepper);
+    let phone = PhoneNumber::parse("+77001234567").map_err(|_| "phone")?;
+    let code = OtpCode::generate(&rng).map_err(|_| "rng")?;
+    let sid = SessionId::generate(&rng).map_err(|_| "rng")?;
+    let token = RefreshToken::generate(&rng, &sid).map_err(|_| "rng")?;
+    let chain_key = ChainKey::derive(&pepper);
+    let now = SystemClock.now();
+    let session = Session::start(
+        sid,
+        "bench-sub".into(),
+        phone.e164().to_owned(),
+        &token,
+        now,
+        86_400,
+        3600,
+    );
+    let issuer = JwtIssuer::new(TokenConfig::load(&|name: &str| {
+        (name == "JWT_ISSUER").then(|| "https://api.foodsave.kz/api/v1/auth".to_owned())
+    })?);
+    issuer.issue(&secret, &rng, now, &session)?;
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut group = c.benchmark_group("crypto");
+    group.bench_function("code_hmac", |b| {
+        b.iter(|| CodeMac::compute(black_box(&pepper), black_box(&phone), black_box(&code)));
+    });
+    group.bench_function("refresh_token_hash", |b| {
+        b.iter(|| black_box(&token).hash());
+    });
+    group.bench_function("chain_key_derive", |b| {
+        b.iter(|| ChainKey::derive(black_box(&pepper)));
+    });
+    group.bench_function("refresh_token_successor", |b| {
+        b.iter(|| black_box(&token).successor(black_box(&chain_key)));
+    });
+    group.bench_function("rs256_access_token", |b| {
+        b.iter(|| issuer.issue(black_box(&secret), &rng, now, black_box(&session)));
+    });
+    group.finish();
+    c.final_summary();
+    Ok(())
+}
