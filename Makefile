@@ -13,14 +13,16 @@ venv: ## Create .venv with the pinned local AWS stack (moto)
 	@local/setup-venv.sh
 
 .PHONY: test
-test: ## Everything CI runs: lint, infra checks + sam build, build once, every test on a local AWS stack
+test: ## Everything CI runs: lint, infra checks + sam build, build once, every test on a local AWS stack, then sam local invoke/start-api on Docker
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	local/check-infra.sh
 	cargo build --workspace --all-targets --locked
+	local/base-image.sh
 	@mkdir -p target
-	@set -o pipefail; local/with-stack.sh cargo test --workspace --locked --no-fail-fast -- --test-threads=4 2>&1 \
-	  | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
+	@set -o pipefail; { local/with-stack.sh cargo test --workspace --locked --no-fail-fast -- --test-threads=4; status=$$?; \
+	  local/sam-local.sh run cargo test --locked -p foodsave-auth --test sam_local -- --ignored --nocapture --test-threads=2 \
+	  || status=1; exit $$status; } 2>&1 | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
 
 .PHONY: infra
 infra: ## sam validate --lint, cfn-lint, checkov and sam build (pinned tools in .venv-sam, .venv-checkov)
@@ -49,3 +51,8 @@ fmt: ## Format the code
 .PHONY: dev
 dev: ## Run the API on http://127.0.0.1:3000/api/v1/auth over a local AWS stack (Ctrl-C stops both)
 	local/with-stack.sh cargo run --locked -p local-api
+
+.PHONY: start-api
+start-api: ## The same API through `sam local start-api`: each function in its Lambda container on Docker (Ctrl-C stops all)
+	local/sam-local.sh build
+	local/sam-local.sh start-api
