@@ -7,8 +7,13 @@ DynamoDB condition exact, so the race tests mean what they say. A cancelled
 transaction rolls back the items it names rather than deep-copied tables (see
 snapshot_transactions_by_item).
 
-Usage: moto_server.py [--port N] [--port-file PATH]
+Usage: moto_server.py [--host ADDRESS] [--port N] [--port-file PATH]
 Port 0 (the default) binds a free port; the chosen one is written to --port-file.
+--host is 127.0.0.1 but for `sam local` (local/sam-local.sh): its Lambda containers sit on
+Docker's default bridge, where the host's 127.0.0.1 is not reachable, and the pinned SAM
+CLI does not honour `--docker-network host`; the containers reach the host at the
+bridge's gateway address (docker0, e.g. 172.17.0.1), the one exception to "127.0.0.1
+only": the host's own address, on a network only local containers are attached to.
 """
 
 import argparse
@@ -88,20 +93,21 @@ def snapshot_transactions_by_item() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file")
     args = parser.parse_args()
 
     snapshot_transactions_by_item()
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", args.port, app, threaded=False)
+    server = make_server(args.host, args.port, app, threaded=False)
     port = server.server_port
     if args.port_file:
         tmp = f"{args.port_file}.tmp"
         with open(tmp, "w", encoding="ascii") as f:
             f.write(str(port))
         os.replace(tmp, args.port_file)
-    print(f"moto: serving AWS on http://127.0.0.1:{port} (single-threaded)", flush=True)
+    print(f"moto: serving AWS on http://{args.host}:{port} (single-threaded)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@
 # network, where the host's 127.0.0.1 is the container's own; this SAM CLI accepts
 # `--docker-network host` but does not honour it (the container stays on the bridge and
 # gets "Connection refused" from 127.0.0.1). So moto listens on the bridge's host address
-# (docker0, e.g. 172.17.0.1) for these runs only (local/moto_bridge.py), and that address
+# (docker0, e.g. 172.17.0.1) for these runs only (moto_server.py --host), and that address
 # is what AWS_ENDPOINT_URL names, for the containers and for the host alike. SAM passes a
 # container only the variables the template declares, so the functions run from a copy of
 # the built template that also declares AWS_ENDPOINT_URL (local/sam_local.py template).
@@ -121,19 +121,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$root/.venv/bin/python" "$here/moto_bridge.py" --host "$bridge" --port-file "$state/port" \
-  >"$state/moto.log" 2>&1 &
-moto_pid=$!
-for _ in $(seq 1 200); do
-  [ -s "$state/port" ] && break
-  if ! kill -0 "$moto_pid" 2>/dev/null; then
-    echo "moto failed to start:" >&2; cat "$state/moto.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
-[ -s "$state/port" ] || { echo "moto did not start in 20 s" >&2; cat "$state/moto.log" >&2; exit 1; }
-
-moto_port=$(cat "$state/port")
+. "$here/moto.sh"
+start_moto "$root/.venv/bin/python" "$bridge" "$state"
 export AWS_ENDPOINT_URL="http://$bridge:$moto_port"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_DEFAULT_REGION="$AWS_REGION"

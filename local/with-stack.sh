@@ -8,25 +8,19 @@ venv="$root/.venv"
 "$here/setup-venv.sh"
 
 state=$(mktemp -d)
-"$venv/bin/python" "$here/moto_server.py" --port-file "$state/port" >"$state/moto.log" 2>&1 &
-moto_pid=$!
+moto_pid=
 cleanup() {
-  kill "$moto_pid" 2>/dev/null || true
-  wait "$moto_pid" 2>/dev/null || true
+  if [ -n "$moto_pid" ]; then
+    kill "$moto_pid" 2>/dev/null || true
+    wait "$moto_pid" 2>/dev/null || true
+  fi
   rm -rf "$state"
 }
 trap cleanup EXIT INT TERM
 
-for _ in $(seq 1 200); do
-  [ -s "$state/port" ] && break
-  if ! kill -0 "$moto_pid" 2>/dev/null; then
-    echo "moto failed to start:" >&2; cat "$state/moto.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
-[ -s "$state/port" ] || { echo "moto did not start in 20 s" >&2; cat "$state/moto.log" >&2; exit 1; }
-
-port=$(cat "$state/port")
+. "$here/moto.sh"
+start_moto "$venv/bin/python" 127.0.0.1 "$state"
+port=$moto_port
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"

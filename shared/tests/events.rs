@@ -13,16 +13,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{random_suffix, sample_event};
+use common::{body_field, random_suffix, sample_event, seed_sample_events};
 use foodsave_auth::adapters::AuthSecret;
 use foodsave_auth::adapters::DynamoDbStore;
 use foodsave_auth::adapters::secrets::fetch_secret_string;
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::devstack;
 use foodsave_auth::devstack::lambda_runtime::{self, Posted, function_binary, function_of};
-use foodsave_auth::devstack::seed::{function_env, seed_code, seed_session};
-use foodsave_auth::domain::{OtpCode, PhoneNumber, RefreshToken};
-use foodsave_auth::ports::Clock;
+use foodsave_auth::devstack::seed::function_env;
 use serde_json::{Value, json};
 
 /// What each event must produce, in the order they run (sends after the verifies that
@@ -65,29 +63,6 @@ async fn invoke(function: &str, event: Value, env: &[(String, String)]) -> (Post
     (invocation.posted, invocation.logs)
 }
 
-fn body_field(event: &Value, field: &str) -> String {
-    let body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
-    body[field].as_str().unwrap().to_owned()
-}
-
-/// Put the state the sample events assume: a code 123456 for the phones of `otp-verify`
-/// and `otp-verify-wrong-code`, and live sessions for the tokens in `token-refresh` and
-/// `logout`.
-async fn seed(store: &DynamoDbStore, secret: &AuthSecret) {
-    let now = SystemClock.now();
-    let code = OtpCode::parse("123456").unwrap();
-    for event in ["otp-verify", "otp-verify-wrong-code"] {
-        let phone = PhoneNumber::parse(&body_field(&sample_event(event), "phone")).unwrap();
-        seed_code(store, secret.pepper().unwrap(), &phone, &code, now)
-            .await
-            .unwrap();
-    }
-    for event in ["token-refresh", "logout"] {
-        let token = RefreshToken::parse(&body_field(&sample_event(event), "refreshToken")).unwrap();
-        seed_session(store, &token, now).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_outcome() {
     // Every file in events/ is listed, and every listed file exists.
@@ -119,7 +94,7 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
         .await
         .unwrap();
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth_secret).await.unwrap()).unwrap();
-    seed(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
+    seed_sample_events(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
 
     let env = function_env(&table, &auth_secret, &jwks_secret);
     let mut secrets_in_events: Vec<String> = vec!["123456".into(), "654321".into()];

@@ -550,3 +550,38 @@ async fn when_every_dependency_stalls_each_function_answers_503_before_its_deadl
         (503, "SERVICE_UNAVAILABLE".to_owned())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_with_budgets_whose_transaction_meets_a_conflict_retries_and_one_throttled_is_a_503()
+{
+    // With the IP budget on, a send is one transaction: the phone's state and an IP slot.
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[("OTP_IP_SEND_LIMIT", "5")]).await;
+    let phone = random_phone();
+    p.proxy.once(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["None", "TransactionConflict"]),
+    );
+    let answer = post(&p.send, "otp-send", &json!({ "phone": phone })).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(p.proxy.count("TransactWriteItems"), 2);
+    assert_eq!(stack.sms_to(&phone).await.len(), 1);
+    p.proxy.always(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["ThrottlingError", "None"]),
+    );
+    assert_unavailable(&post(&p.send, "otp-send", &json!({ "phone": random_phone() })).await);
+    p.proxy.clear();
+    p.proxy
+        .always("TransactWriteItems", Fault::Stall(Duration::from_secs(60)));
+    let answer = call(
+        &p.send,
+        request(
+            "otp-send",
+            &json!({ "phone": random_phone() }),
+            Duration::from_secs(3),
+        ),
+    )
+    .await;
+    assert_unavailable(&answer);
+}

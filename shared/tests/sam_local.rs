@@ -24,15 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{random_suffix, sample_event};
+use common::{body_field, random_suffix, sample_event, seed_sample_events};
 use foodsave_auth::adapters::secrets::fetch_secret_string;
 use foodsave_auth::adapters::{AuthSecret, DynamoDbStore};
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::devstack;
 use foodsave_auth::devstack::lambda_runtime::function_of;
-use foodsave_auth::devstack::seed::{function_env, seed_code, seed_session};
-use foodsave_auth::domain::{OtpCode, PhoneNumber, RefreshToken};
-use foodsave_auth::ports::Clock;
+use foodsave_auth::devstack::seed::function_env;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -101,11 +99,6 @@ fn logical_id(function: &str) -> String {
         .collect();
     id.push_str("Function");
     id
-}
-
-fn body_field(event: &Value, field: &str) -> String {
-    let body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
-    body[field].as_str().unwrap().to_owned()
 }
 
 /// What SAM (1.170.0: `samcli/local/`) and its Runtime Interface Emulator print around a
@@ -183,23 +176,6 @@ async fn sam_invoke(event: &str, env_vars: &str) -> Invocation {
         payload,
         stderr,
         elapsed: started.elapsed(),
-    }
-}
-
-/// The same state `events.rs` seeds: code 123456 for the phones of `otp-verify` and
-/// `otp-verify-wrong-code`, live sessions for the tokens in `token-refresh` and `logout`.
-async fn seed(store: &DynamoDbStore, secret: &AuthSecret) {
-    let now = SystemClock.now();
-    let code = OtpCode::parse("123456").unwrap();
-    for event in ["otp-verify", "otp-verify-wrong-code"] {
-        let phone = PhoneNumber::parse(&body_field(&sample_event(event), "phone")).unwrap();
-        seed_code(store, secret.pepper().unwrap(), &phone, &code, now)
-            .await
-            .unwrap();
-    }
-    for event in ["token-refresh", "logout"] {
-        let token = RefreshToken::parse(&body_field(&sample_event(event), "refreshToken")).unwrap();
-        seed_session(store, &token, now).await.unwrap();
     }
 }
 
@@ -309,7 +285,7 @@ async fn every_sample_event_through_sam_local_invoke_has_the_outcome_events_rs_e
         .await
         .unwrap();
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth_secret).await.unwrap()).unwrap();
-    seed(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
+    seed_sample_events(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
 
     // --env-vars: what CloudFormation resolves (the table and secret names, the issuer),
     // plus where AWS is. SAM applies a value only to variables the template declares.

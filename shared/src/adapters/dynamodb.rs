@@ -249,22 +249,6 @@ impl DynamoDbStore {
 
     // ---- one-time codes -------------------------------------------------------------
 
-    /// The phone's OTP state (empty if it has none). One request.
-    pub async fn load_otp(&self, phone: &PhoneNumber) -> Result<OtpState, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(phone_pk(phone), SK_OTP)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.item
-            .as_ref()
-            .map_or(Ok(OtpState::default()), otp_from_item)
-    }
-
     /// Replace the phone's OTP state if the item is as `expect`ed. One request; when the
     /// condition fails, the state it found instead.
     pub async fn save_otp(
@@ -546,23 +530,6 @@ impl DynamoDbStore {
                 Err(StoreError::Conflict)
             }
         }
-    }
-
-    /// The session, if it exists. One request.
-    pub async fn load_session(&self, sid: &SessionId) -> Result<Option<Session>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(session_pk(sid), SK_SESSION)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.item
-            .as_ref()
-            .map(|item| session_from_item(item, sid))
-            .transpose()
     }
 
     /// Rotate the session's live token from `presented_hash` to `next` in one

@@ -14,8 +14,8 @@ use secrecy::SecretSlice;
 use serde::Deserialize;
 
 use crate::config::decode_base64;
-use crate::domain::UnixMillis;
 use crate::domain::error::BoxError;
+use crate::domain::{ChainKey, UnixMillis};
 use crate::keys::RsaPrivateKey;
 use crate::ports::Clock;
 
@@ -65,6 +65,8 @@ impl fmt::Debug for SigningKey {
 /// The parsed `AUTH_SECRET_ID` document.
 pub struct AuthSecret {
     pepper: Option<SecretSlice<u8>>,
+    /// Derived from the pepper once per read of the secret, not per request.
+    chain_key: Option<ChainKey>,
     pub signing_keys: Vec<SigningKey>,
 }
 
@@ -138,6 +140,7 @@ impl AuthSecret {
             });
         }
         Ok(Self {
+            chain_key: pepper.as_ref().map(ChainKey::derive),
             pepper,
             signing_keys,
         })
@@ -145,6 +148,11 @@ impl AuthSecret {
 
     pub fn pepper(&self) -> Option<&SecretSlice<u8>> {
         self.pepper.as_ref()
+    }
+
+    /// The refresh-token chain key, derived from the pepper under its own label.
+    pub fn chain_key(&self) -> Option<&ChainKey> {
+        self.chain_key.as_ref()
     }
 
     /// The key that signs at `now`: the largest `activeFrom` that has passed, the first

@@ -44,10 +44,9 @@ impl Logout {
             .map_err(|_| AuthError::InvalidToken)?;
         let budget = Budget::from_request(req);
         let secret = current_secret(&budget, &self.secret).await;
-        let pepper = secret
-            .pepper()
+        let key = secret
+            .chain_key()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
-        let key = ChainKey::derive(pepper);
         let request_id = crate::http::request_id(req);
         let ip = crate::http::source_ip(req);
         let audit = || {
@@ -58,7 +57,7 @@ impl Logout {
                 .reason("logout")
         };
         let answer = settle(&budget, |known| {
-            self.logout_round(&budget, &key, &presented, known)
+            self.logout_round(&budget, key, &presented, known)
         })
         .await?;
         audit().emit(self.clock.now());

@@ -54,10 +54,9 @@ impl TokenRefresh {
             .map_err(|_| AuthError::InvalidRefreshToken)?;
         let budget = Budget::from_request(req);
         let secret = signing_secret(&budget, &self.secret, self.clock.now()).await;
-        let pepper = secret
-            .pepper()
+        let key = secret
+            .chain_key()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
-        let key = ChainKey::derive(pepper);
         // Refuse before spending the token if no key could sign the answer.
         if secret.active_key(self.clock.now()).is_none() {
             return Err(AuthError::internal("signing", "no signing key is active"));
@@ -71,7 +70,7 @@ impl TokenRefresh {
                 .session(presented.session_id().as_str())
         };
         settle(&budget, |_: Option<()>| {
-            self.refresh_round(&budget, &secret, &key, &presented, &audit)
+            self.refresh_round(&budget, &secret, key, &presented, &audit)
         })
         .await
     }

@@ -380,3 +380,29 @@ impl NowMillis for ManualClock {
         self.now()
     }
 }
+
+/// A string field of a sample event's JSON body.
+pub fn body_field(event: &Value, field: &str) -> String {
+    let body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    body[field].as_str().unwrap().to_owned()
+}
+
+/// The state the sample events assume: a code 123456 for the phones of `otp-verify` and
+/// `otp-verify-wrong-code`, and live sessions for the tokens in `token-refresh` and
+/// `logout`.
+pub async fn seed_sample_events(store: &DynamoDbStore, secret: &AuthSecret) {
+    use foodsave_auth::devstack::seed::{seed_code, seed_session};
+    use foodsave_auth::domain::{OtpCode, PhoneNumber, RefreshToken};
+    let now = SystemClock.now();
+    let code = OtpCode::parse("123456").unwrap();
+    for event in ["otp-verify", "otp-verify-wrong-code"] {
+        let phone = PhoneNumber::parse(&body_field(&sample_event(event), "phone")).unwrap();
+        seed_code(store, secret.pepper().unwrap(), &phone, &code, now)
+            .await
+            .unwrap();
+    }
+    for event in ["token-refresh", "logout"] {
+        let token = RefreshToken::parse(&body_field(&sample_event(event), "refreshToken")).unwrap();
+        seed_session(store, &token, now).await.unwrap();
+    }
+}
