@@ -521,3 +521,46 @@ async fn a_send_with_the_budgets_on_is_still_one_dynamodb_request() {
     assert_eq!(answer.status, 200);
     assert_eq!(stack.round_trips.take(), 1, "one transaction");
 }
+
+/// A container remembers the global shard as it last wrote or read it, so its next send
+/// picks a slot not already known to be taken: sends from one warm container never
+/// collide on a slot (without the hint, filling 60 of 80 slots collides about 22 times).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_container_picks_global_slots_it_knows_are_free() {
+    let stack = Stack::new().await;
+    let send = stack
+        .otp_send(&[("OTP_GLOBAL_SEND_LIMIT_PER_HOUR", "80")])
+        .await;
+    stack.round_trips.take();
+    for _ in 0..60 {
+        let answer = call(
+            &send,
+            send_request(&random_phone(), Some("203.0.113.41"), &[]),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(
+        stack.round_trips.take(),
+        60,
+        "one transaction a send, no slot collisions"
+    );
+    // Another container's sends are not in this one's hint: it may collide, never overrun.
+    let other = stack
+        .otp_send(&[("OTP_GLOBAL_SEND_LIMIT_PER_HOUR", "80")])
+        .await;
+    let mut sent = 0;
+    for _ in 0..30 {
+        let answer = call(
+            &other,
+            send_request(&random_phone(), Some("203.0.113.42"), &[]),
+        )
+        .await;
+        if answer.status == 200 {
+            sent += 1;
+        } else {
+            assert_eq!(answer.status, 429, "{}", answer.body);
+        }
+    }
+    assert_eq!(sent, 20, "exactly the 20 slots left");
+}

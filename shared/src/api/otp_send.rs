@@ -1,6 +1,7 @@
 //! POST /otp/send (CONTRACT §1–3).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::SdkConfig;
 use lambda_http::{Body, Request, Response};
@@ -34,6 +35,10 @@ pub struct OtpSend {
     config: OtpConfig,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
+    /// The global budget's shards as this container last wrote or read them: a hint for
+    /// the first round of the next send, so that it does not pick a slot already known
+    /// to be taken. Never a reason to refuse: only an item read in this request is.
+    global_seen: Mutex<HashMap<u32, Slots>>,
 }
 
 impl OtpSend {
@@ -51,6 +56,7 @@ impl OtpSend {
             config,
             clock,
             rng: SystemRandom::new(),
+            global_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -238,7 +244,10 @@ impl OtpSend {
             }))
         };
         let (phone_found, claims_found) = match outcome {
-            SendWrite::Applied => return Ok(Round::Done(admitted())),
+            SendWrite::Applied => {
+                self.saw_claimed(&known, &claims);
+                return Ok(Round::Done(admitted()));
+            }
             SendWrite::Failed { phone, claims } => (phone, claims),
         };
         // This very put, applied by an attempt whose answer was lost and repeated by the
@@ -264,7 +273,11 @@ impl OtpSend {
             };
             match limit {
                 SendLimit::Ip => known.ip = slots,
-                _ => known.global = slots.map(|s| (shard_of(&claim.key), s)),
+                _ => {
+                    let shard = shard_of(&claim.key);
+                    self.saw_shard(shard, slots.as_ref());
+                    known.global = slots.map(|s| (shard, s));
+                }
             }
         }
         // Only the guess that the phone had no state was wrong: decide again at once.
@@ -327,7 +340,7 @@ impl OtpSend {
                                 shard = (shard + 1) % shards;
                             }
                             let quota = quotas.get(shard as usize).copied().unwrap_or(1);
-                            (shard, Slots::empty(quota))
+                            (shard, self.global_hint(shard, quota, now))
                         }
                     };
                     let quota = u32::try_from(slots.0.len()).unwrap_or(0);
@@ -347,6 +360,47 @@ impl OtpSend {
                 }
                 Claim::Full { retry_after_secs }
             }
+        }
+    }
+
+    /// The slots of `shard` to pick from when nothing of it was read in this request:
+    /// as this container last saw them if that leaves a slot free now, else all free
+    /// (the write's condition decides; a hint must not refuse a send).
+    fn global_hint(&self, shard: u32, quota: u32, now: UnixMillis) -> Slots {
+        let seen = self
+            .global_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        seen.get(&shard)
+            .filter(|slots| slots.0.len() == quota as usize)
+            .filter(|slots| !slots.free(now, GLOBAL_WINDOW_SECS).is_empty())
+            .cloned()
+            .unwrap_or_else(|| Slots::empty(quota))
+    }
+
+    /// Remember a global shard as a failed write returned it (`None`: not there).
+    fn saw_shard(&self, shard: u32, slots: Option<&Slots>) {
+        let mut seen = self
+            .global_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match slots {
+            Some(slots) => seen.insert(shard, slots.clone()),
+            None => seen.remove(&shard),
+        };
+    }
+
+    /// Remember the global slot this send just claimed as taken.
+    fn saw_claimed(&self, known: &Known, claims: &[(SendLimit, SlotClaim)]) {
+        let Some((shard, slots)) = &known.global else {
+            return;
+        };
+        for (_, claim) in claims.iter().filter(|(l, _)| *l == SendLimit::Global) {
+            let mut slots = slots.clone();
+            if let Some(at) = slots.0.get_mut(claim.slot as usize) {
+                *at = Some(claim.at);
+            }
+            self.saw_shard(*shard, Some(&slots));
         }
     }
 
