@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
+mod docs;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const TABLE: &str = "foodsave-auth-local";
@@ -109,6 +111,8 @@ async fn main() -> Result<(), BoxError> {
     println!("  POST {base}/logout        {{\"refreshToken\":\"...\"}}");
     println!("  GET  {base}/.well-known/jwks.json");
     println!("  GET  {base}/.well-known/openid-configuration");
+    println!("  GET  {base}/openapi.yaml      the OpenAPI 3.1 document (openapi.yaml)");
+    println!("  GET  {base}/docs              the document in Swagger UI, with Try it out");
     println!("  a click-through page:     http://127.0.0.1:{port}/");
     println!("SMS texts appear here. Ctrl-C stops the API and the local AWS stack.");
 
@@ -187,8 +191,16 @@ impl Gateway {
             Err(_) => Bytes::new(),
         };
         let path = parts.uri.path().to_owned();
-        if parts.method == hyper::Method::GET && (path == "/" || path == "/index.html") {
-            return page();
+        if parts.method == hyper::Method::GET {
+            match path.as_str() {
+                "/" | "/index.html" => return page(),
+                "/api/v1/auth/openapi.yaml" => return openapi_document(),
+                "/api/v1/auth/docs" => return docs::page(),
+                _ => {}
+            }
+            if let Some(file) = path.strip_prefix("/api/v1/auth/docs/") {
+                return docs::asset(file);
+            }
         }
         let event = gateway_event(&parts, &body);
         let request = match foodsave_auth::http::event::request_from_json(&event.to_string()) {
@@ -231,9 +243,14 @@ impl Gateway {
 fn gateway_event(parts: &hyper::http::request::Parts, body: &Bytes) -> Value {
     let mut headers = serde_json::Map::new();
     for (name, value) in &parts.headers {
-        if let Ok(v) = value.to_str() {
-            headers.insert(name.as_str().to_owned(), json!(v));
-        }
+        // A value that is not visible ASCII is handed on as text too (its bytes read as
+        // ISO-8859-1, RFC 9110 §5.5), so that the function sees it and judges it (an
+        // `Idempotency-Key` of such bytes is a 400), instead of this gateway dropping it.
+        let text: String = match value.to_str() {
+            Ok(v) => v.to_owned(),
+            Err(_) => value.as_bytes().iter().copied().map(char::from).collect(),
+        };
+        headers.insert(name.as_str().to_owned(), json!(text));
     }
     let path = parts.uri.path();
     let method = parts.method.as_str();
@@ -290,13 +307,30 @@ fn page() -> hyper::Response<Full<Bytes>> {
     response
 }
 
+/// The committed `openapi.yaml`, built in so that it is always the one in the tree.
+fn openapi_document() -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(include_bytes!(
+        "../../../openapi.yaml"
+    ))));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/yaml"),
+    );
+    response
+}
+
 fn plain(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
     let mut response = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-store"),
     );
     response
 }
