@@ -72,9 +72,10 @@ fn dist_dir() -> Option<PathBuf> {
     })
 }
 
+/// A 404: the page is not served here, which is what a caller can act on.
 fn missing() -> hyper::Response<Full<Bytes>> {
     respond(
-        500,
+        404,
         "text/plain; charset=utf-8",
         Bytes::from_static(MISSING.as_bytes()),
     )
