@@ -2,6 +2,8 @@
 //! over the local AWS stack. Each HTTP request becomes the API Gateway HTTP API (2.0)
 //! event Lambda would receive, and goes through the same `lambda_http` parsing and the
 //! same handler as in production. SMS that moto accepts are printed to the console.
+//! `/api/v1/auth/openapi.yaml` is the committed OpenAPI document, `/api/v1/auth/docs`
+//! shows it in Swagger UI (`docs.rs`).
 //!
 //! `local-api --invoke events/<name>.json` instead runs that one event through its
 //! function's binary and the Lambda Runtime API, the Docker-free counterpart of
