@@ -7,7 +7,6 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-use base64::Engine;
 use thiserror::Error;
 
 /// A missing or unusable variable; the message names it.
@@ -491,7 +490,9 @@ pub fn issuer(env: &dyn Env) -> Result<String, ConfigError> {
 
 /// Decode the pepper's base64: standard, and for robustness also without padding or in
 /// the URL-safe alphabet.
+#[cfg(feature = "aws")]
 pub(crate) fn decode_base64(raw: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let raw = raw.trim();
     [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]

@@ -2,9 +2,15 @@
 //!
 //! `domain` holds the rules, `ports` the traits they need, `adapters` the AWS
 //! implementations, `http` the request/response edge and `api` one module per endpoint.
-//! Each Lambda binary in `functions/` is a few lines around [`runtime::serve`].
+//! Each Lambda binary in `functions/` is a few lines around `runtime::serve`.
+//!
+//! The `aws` feature (on by default) brings the AWS side: `adapters`, `api`, `runtime`,
+//! `keys` and `rotation`. Without it the crate is the domain and the request edge
+//! (`http`, whose `http::probe` is what `fuzz/` and the corpus replay test drive).
 
+#[cfg(feature = "aws")]
 pub mod adapters;
+#[cfg(feature = "aws")]
 pub mod api;
 pub mod audit;
 pub mod budget;
@@ -12,9 +18,12 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+#[cfg(feature = "aws")]
 pub mod keys;
 pub mod ports;
+#[cfg(feature = "aws")]
 pub mod rotation;
+#[cfg(feature = "aws")]
 pub mod runtime;
 pub mod telemetry;
 

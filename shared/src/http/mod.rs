@@ -2,12 +2,13 @@
 //! [`AuthError`] becomes a status, headers and body (CONTRACT §1 "Every response").
 
 pub mod event;
+pub mod probe;
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Map, Value, json};
 
-use crate::domain::{AuthError, SourceIp};
+use crate::domain::{AuthError, OtpCode, PhoneNumber, SourceIp};
 
 /// Largest accepted body, after base64 decoding (CONTRACT §1).
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -63,6 +64,18 @@ pub fn string_field<'a>(
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(AuthError::bad_request(format!("{field}: must be a string"))),
     }
+}
+
+/// The `phone` field as a [`PhoneNumber`]; the error names the field.
+pub fn phone_field(body: &Map<String, Value>) -> Result<PhoneNumber, AuthError> {
+    PhoneNumber::parse(string_field(body, "phone")?)
+        .map_err(|_| AuthError::bad_request("phone: must be +7 followed by 10 digits"))
+}
+
+/// The `code` field as an [`OtpCode`]; the error names the field.
+pub fn code_field(body: &Map<String, Value>) -> Result<OtpCode, AuthError> {
+    OtpCode::parse(string_field(body, "code")?)
+        .map_err(|_| AuthError::bad_request("code: must be exactly 6 digits"))
 }
 
 /// The `refreshToken` field, checked for emptiness and size only: any other shape is an

@@ -1,0 +1,12 @@
+//! `foodsave_auth::http::probe::Target::Body` under libFuzzer: a panic, or a breach of the
+//! request edge's invariants, is a crash.
+#![no_main]
+
+use foodsave_auth::http::probe::Target;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(breach) = Target::Body.run(data) {
+        panic!("body: {breach}");
+    }
+});
