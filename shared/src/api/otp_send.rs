@@ -24,7 +24,7 @@ use crate::domain::{
     random_id,
 };
 use crate::http::{
-    header_str, idempotency_key_hash, json_object, require_post, source_ip, string_field,
+    header_str, idempotency_key_hash, json_object, phone_field, require_post, source_ip,
 };
 use crate::ports::{Clock, Conditional, SmsError, SmsSender};
 
@@ -72,8 +72,7 @@ impl OtpSend {
     async fn send(&self, req: &Request) -> Result<Value, AuthError> {
         require_post(req)?;
         let body = json_object(req)?;
-        let phone = PhoneNumber::parse(string_field(&body, "phone")?)
-            .map_err(|_| AuthError::bad_request("phone: must be +7 followed by 10 digits"))?;
+        let phone = phone_field(&body)?;
         if !phone.has_prefix_in(&self.config.allowed_phone_prefixes) {
             return Err(AuthError::bad_request(
                 "phone: SMS codes are not available for this number",

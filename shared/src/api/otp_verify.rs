@@ -21,7 +21,7 @@ use crate::domain::session::SessionId;
 use crate::domain::{
     AuthError, OtpCode, PhoneNumber, RefreshToken, Session, SourceIp, VerifyOutcome, random_id,
 };
-use crate::http::{json_object, require_post, source_ip, string_field};
+use crate::http::{code_field, json_object, phone_field, require_post, source_ip};
 use crate::ports::{Clock, Conditional, StoreError};
 
 pub struct OtpVerify {
@@ -56,10 +56,8 @@ impl OtpVerify {
     async fn verify(&self, req: &Request) -> Result<Value, AuthError> {
         require_post(req)?;
         let body = json_object(req)?;
-        let phone = PhoneNumber::parse(string_field(&body, "phone")?)
-            .map_err(|_| AuthError::bad_request("phone: must be +7 followed by 10 digits"))?;
-        let code = OtpCode::parse(string_field(&body, "code")?)
-            .map_err(|_| AuthError::bad_request("code: must be exactly 6 digits"))?;
+        let phone = phone_field(&body)?;
+        let code = code_field(&body)?;
         let budget = Budget::from_request(req);
         let secret = signing_secret(&budget, &self.secret, self.clock.now()).await;
         let request_id = crate::http::request_id(req);
