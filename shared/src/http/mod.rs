@@ -180,7 +180,7 @@ fn describe(err: &AuthError) -> (StatusCode, &'static str, String) {
         AuthError::RateLimited { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMIT",
-            "too many codes sent to this phone; wait before asking again".into(),
+            "too many attempts; wait retryAfterSeconds before trying again".into(),
         ),
         AuthError::InvalidCode { .. } => (
             StatusCode::BAD_REQUEST,
