@@ -13,14 +13,17 @@ venv: ## Create .venv with the pinned local AWS stack (moto)
 	@local/setup-venv.sh
 
 .PHONY: test
-test: ## Everything CI runs: lint, infra checks + sam build, build once, every test on a local AWS stack, then sam local invoke/start-api on Docker
+test: ## Everything CI runs: lint, infra checks + sam build, build once, every test on a local AWS stack, schemathesis against openapi.yaml, the click-through page in headless Chromium, then sam local invoke/start-api on Docker
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	local/check-infra.sh
 	cargo build --workspace --all-targets --locked
 	local/base-image.sh
+	local/setup-browser.sh
 	@mkdir -p target
 	@set -o pipefail; { local/with-stack.sh cargo test --workspace --locked --no-fail-fast -- --test-threads=4; status=$$?; \
+	  local/with-stack.sh local/schemathesis.sh || status=1; \
+	  local/with-stack.sh cargo test --locked -p foodsave-auth --test browser -- --ignored --nocapture || status=1; \
 	  local/sam-local.sh run cargo test --locked -p foodsave-auth --test sam_local -- --ignored --nocapture --test-threads=2 \
 	  || status=1; exit $$status; } 2>&1 | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
 
@@ -44,12 +47,23 @@ bench: ## Benchmark of record → BENCHMARKS.md: each function vs hello-world (i
 	cargo bench --locked -p foodsave-auth --bench crypto
 	local/with-stack.sh cargo bench --locked -p foodsave-auth --bench cold_start
 
+.PHONY: openapi
+openapi: ## Validate openapi.yaml and check the local API against it with schemathesis (pinned, .venv-schemathesis)
+	cargo build --locked -p local-api
+	local/with-stack.sh local/schemathesis.sh
+
+.PHONY: browser
+browser: ## The click-through and docs pages in headless Chromium (Debian's chromium, installed if missing); screenshots in target/browser/
+	local/setup-browser.sh
+	cargo build --locked -p local-api
+	local/with-stack.sh cargo test --locked -p foodsave-auth --test browser -- --ignored --nocapture
+
 .PHONY: fmt
 fmt: ## Format the code
 	cargo fmt --all
 
 .PHONY: dev
-dev: ## Run the API on http://127.0.0.1:3000/api/v1/auth over a local AWS stack (Ctrl-C stops both)
+dev: ## Run the API on http://127.0.0.1:3000/api/v1/auth (docs: /api/v1/auth/docs) over a local AWS stack (Ctrl-C stops both)
 	local/with-stack.sh cargo run --locked -p local-api
 
 .PHONY: start-api

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sum cargo test's per-binary "test result:" lines into one closing line:
 #   tests: N passed, M failed
+# and the schemathesis phase's own line, if it ran.
 # Usage: test-summary.sh LOG
 set -euo pipefail
 awk '/^test result:/ {
@@ -10,3 +11,5 @@ awk '/^test result:/ {
        }
      }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$1"
+# The schemathesis phase reports its own count (local/schemathesis.sh).
+grep -h '^schemathesis: ' "$1" || true
