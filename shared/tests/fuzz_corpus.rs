@@ -78,7 +78,14 @@ fn the_fuzz_corpus_replays_without_a_panic_or_a_breach() {
 fn every_sample_event_passes_the_event_edge() {
     let events = files_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../events"));
     assert!(!events.is_empty(), "no events/");
-    for event in &events {
+    // key-rotation's events come from Secrets Manager, not a gateway.
+    let gateway = events.iter().filter(|e| {
+        !e.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("key-rotation")
+    });
+    for event in gateway {
         let text = std::fs::read_to_string(event).unwrap();
         // A seed that does not even deserialize would fuzz nothing past serde.
         assert!(

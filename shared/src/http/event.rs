@@ -82,13 +82,17 @@ fn fix_body(is_base64: &mut bool, body: &mut Option<String>) {
     }
 }
 
-/// A host the URI builder accepts: letters, digits, dots, dashes, an optional port.
+/// A host the URI builder accepts: letters, digits, dots, dashes, an optional port, and
+/// what both `http` and `url` parse (`lambda_http` unwraps `url`'s parse of
+/// `scheme://host/path`, which refuses a port that is not a number below 65536 and a
+/// host ending in a number that is not an IPv4 address, such as `a.999`).
 fn plain_host(host: &str) -> bool {
     !host.is_empty()
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
         && Authority::from_str(host).is_ok()
+        && url::Url::parse(&format!("https://{host}/")).is_ok()
 }
 
 fn fix_headers(headers: &mut HeaderMap) {
@@ -163,6 +167,18 @@ mod tests {
     #[test]
     fn odd_paths_hosts_schemes_and_queries_do_not_panic() {
         let headers = json!({"host": "exa mple|com", "x-forwarded-proto": "ht tp"});
+        for host in [
+            "api.foods:ave.kz",
+            "a:99999",
+            "a.999",
+            "256.0.0.1",
+            "[::1]",
+            "a:80",
+        ] {
+            let hosted = json!({"host": host, "x-forwarded-proto": "https"});
+            let req = convert(v2("/x", hosted, "{}", false));
+            assert!(req.uri().path().ends_with("/x"), "{host}");
+        }
         for path in [
             "/api/v1/auth/otp/send",
             "/a b/{c}|d^e`f",
