@@ -26,6 +26,23 @@
 //!
 //! `make bench` (builds the release binaries, runs the crypto bench, then this one on a
 //! local stack). BENCH_RUNS and BENCH_REQUESTS shorten or lengthen it.
+//!
+//! # Profiling
+//!
+//! Three more knobs profile the same processes instead of writing `BENCHMARKS.md`:
+//! - `BENCH_FUNCTIONS=otp-send,jwks`: only these functions (the table is printed, and
+//!   `BENCHMARKS.md` is left alone);
+//! - `BENCH_BINARIES=<dir>`: the binaries from `<dir>` instead of `target/release`, e.g. a
+//!   release build with debug symbols in a target dir of its own
+//!   (`CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=false cargo build
+//!   --release --target-dir target/profile`, then `BENCH_BINARIES=target/profile/release`);
+//! - `BENCH_CALLGRIND=<dir>`: each process runs under `valgrind --tool=callgrind`, which
+//!   dumps its counts into `<dir>` at the end of init (`….1`), after the first request
+//!   (`….2`) and after the last (`….3`), so that `callgrind_annotate --inclusive=yes` reads
+//!   init and the warm requests apart; the bench prints instructions for init, the first
+//!   request and per warm request. Instruction counts repeat from run to run whatever
+//!   the machine's load, where CPU time does not. Use with BENCH_RUNS=1 and a small
+//!   BENCH_REQUESTS (valgrind is ~50× slower).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,6 +65,7 @@ use foodsave_auth::ports::Clock;
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::SecretSlice;
 use serde_json::{Value, json};
+use std::path::Path;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -314,8 +332,16 @@ fn delta(
 
 /// Serve `events` to a fresh process of `function`; every answer must be a 2xx.
 async fn run(stack: &Stack, function: &str, events: Vec<Value>) -> Result<Process, BoxError> {
-    let binary = profile_binary(function, "release")?;
+    let mut binary = function_binary(function)?;
     let count = events.len();
+    let callgrind = match callgrind_dir() {
+        Some(dir) => {
+            let profiled = Callgrind::new(&dir, function, &binary)?;
+            binary = profiled.wrapper.clone();
+            Some(profiled)
+        }
+        None => None,
+    };
     let before = stack.proxy.stats();
     let mut at_init = None;
     let mut at_end = None;
@@ -326,8 +352,16 @@ async fn run(stack: &Stack, function: &str, events: Vec<Value>) -> Result<Proces
         if i == count {
             at_end = Some(stack.proxy.stats());
         }
+        if let Some(profiled) = &callgrind
+            && (i <= 1 || i == count)
+        {
+            profiled.dump(i);
+        }
     })
     .await?;
+    if let Some(profiled) = &callgrind {
+        profiled.report(count);
+    }
     for (i, served) in series.served.iter().enumerate() {
         let status = match &served.posted {
             Posted::Response(answer) => answer.get("statusCode").and_then(Value::as_u64),
@@ -351,6 +385,112 @@ async fn run(stack: &Stack, function: &str, events: Vec<Value>) -> Result<Proces
         request_calls: delta(&at_init, &at_end),
         series,
     })
+}
+
+/// The binary measured for `function`: `BENCH_BINARIES/<function>`, else the release one.
+fn function_binary(function: &str) -> Result<PathBuf, BoxError> {
+    match std::env::var_os("BENCH_BINARIES") {
+        Some(dir) => {
+            let path = PathBuf::from(dir).join(function);
+            if path.exists() {
+                Ok(std::fs::canonicalize(path)?)
+            } else {
+                Err(format!("{} is missing", path.display()).into())
+            }
+        }
+        None => profile_binary(function, "release"),
+    }
+}
+
+/// `BENCH_CALLGRIND`: where callgrind's dumps go, when processes run under it.
+fn callgrind_dir() -> Option<PathBuf> {
+    std::env::var_os("BENCH_CALLGRIND")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+}
+
+/// One process run under callgrind: a wrapper named as the function (its
+/// `AWS_LAMBDA_FUNCTION_NAME`) that starts it under valgrind, with a vgdb prefix of its
+/// own so that `callgrind_control` reaches this process only.
+struct Callgrind {
+    wrapper: PathBuf,
+    vgdb_prefix: PathBuf,
+    out: PathBuf,
+}
+
+impl Callgrind {
+    fn new(dir: &Path, function: &str, binary: &Path) -> Result<Self, BoxError> {
+        use std::os::unix::fs::PermissionsExt;
+        static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::fs::canonicalize(dir).or_else(|_| {
+            std::fs::create_dir_all(dir)?;
+            std::fs::canonicalize(dir)
+        })?;
+        let bin = dir.join(format!("bin-{n}"));
+        std::fs::create_dir_all(&bin)?;
+        let wrapper = bin.join(function);
+        let vgdb_prefix = dir.join(format!("vgdb-{n}"));
+        let out = dir.join(format!("{function}.{n}.callgrind"));
+        let options = std::env::var("BENCH_CALLGRIND_OPTIONS").unwrap_or_default();
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec valgrind --tool=callgrind --vgdb=yes --vgdb-prefix={} \
+                 --callgrind-out-file={} {options} {} \"$@\"\n",
+                vgdb_prefix.display(),
+                out.display(),
+                binary.display()
+            ),
+        )?;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Self {
+            wrapper,
+            vgdb_prefix,
+            out,
+        })
+    }
+
+    /// Dump the counts since the last dump, while the process waits for event `i`.
+    fn dump(&self, i: usize) {
+        let status = std::process::Command::new("callgrind_control")
+            .arg(format!("--vgdb-prefix={}", self.vgdb_prefix.display()))
+            .arg(format!("--dump=poll {i}"))
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("callgrind_control could not dump at poll {i}: {status:?}");
+        }
+    }
+
+    /// Instructions of init, the first request and per warm request, from the dumps.
+    fn report(&self, count: usize) {
+        let totals: Vec<Option<u64>> = (1..=3)
+            .map(|part| {
+                let path = format!("{}.{part}", self.out.display());
+                std::fs::read_to_string(path).ok().and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("totals:").or(l.strip_prefix("summary:")))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                })
+            })
+            .collect();
+        let show = |n: Option<u64>| n.map_or_else(|| "n/a".into(), |n| format!("{n}"));
+        let (init, first, warm) = (
+            totals.first().copied().flatten(),
+            totals.get(1).copied().flatten(),
+            totals.get(2).copied().flatten(),
+        );
+        let per_warm = warm.map(|w| w / u64::try_from(count.saturating_sub(1).max(1)).unwrap_or(1));
+        println!(
+            "  callgrind {}: init {} Ir, first request {} Ir, per warm request {} Ir ({} warm)",
+            self.out.display(),
+            show(init),
+            show(first),
+            show(per_warm),
+            count.saturating_sub(1)
+        );
+    }
 }
 
 fn percentile(xs: &[Duration], p: f64) -> Duration {
@@ -390,7 +530,7 @@ async fn measure(
     runs: usize,
     requests: usize,
 ) -> Result<Row, BoxError> {
-    let binary_bytes = std::fs::metadata(profile_binary(function, "release")?)?.len();
+    let binary_bytes = std::fs::metadata(function_binary(function)?)?.len();
     // Seed everything first: cold processes (one event each), then the warm one.
     let mut cold_events = Vec::with_capacity(runs.saturating_sub(1));
     for _ in 1..runs {
@@ -835,8 +975,16 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "benchmark of record: {runs} fresh processes per function, {requests} requests in the warm one"
     );
-    let mut rows = Vec::with_capacity(FUNCTIONS.len());
-    for function in FUNCTIONS {
+    let only = std::env::var("BENCH_FUNCTIONS").ok();
+    let selected: Vec<&'static str> = FUNCTIONS
+        .into_iter()
+        .filter(|f| {
+            only.as_deref()
+                .is_none_or(|list| list.split(',').any(|x| x.trim() == *f))
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(selected.len());
+    for function in selected {
         let row = measure(&stack, function, runs, requests).await?;
         println!(
             "  {function}: init {}, warm p50 {}",
@@ -861,10 +1009,16 @@ async fn main() -> Result<(), BoxError> {
         date,
         took: started.elapsed(),
     };
+    println!("\n{}\n{}", table(&rows), ratios(&rows));
+    if only.is_some() || callgrind_dir().is_some() || std::env::var_os("BENCH_BINARIES").is_some() {
+        println!(
+            "a profiling run (BENCH_FUNCTIONS, BENCH_BINARIES or BENCH_CALLGRIND): BENCHMARKS.md left alone"
+        );
+        return Ok(());
+    }
     let report = report(&rows, &machine, &settings);
     let path = devstack::workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, &report)?;
-    println!("\n{}\n{}", table(&rows), ratios(&rows));
     println!("written to BENCHMARKS.md");
     Ok(())
 }
