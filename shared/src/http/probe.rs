@@ -442,8 +442,17 @@ fn check_response(err: &AuthError, status: StatusCode) -> Result<(), Breach> {
 }
 
 /// After sanitizing and conversion, the body is what the event carried (decoded if
-/// flagged base64), or none if it was flagged base64 and is not; the path is absolute.
+/// flagged base64), or none if it was flagged base64 and is not, and a well-formed
+/// `Idempotency-Key` is still there.
 fn check_conversion(fields: &Fields, req: &Request) -> Result<(), Breach> {
+    let key = fields.idempotency_key.as_str();
+    let visible = (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if visible && fields.extra_name != "idempotency-key" {
+        ensure!(
+            header_str(req, "idempotency-key") == Some(key),
+            "Idempotency-Key {key:?} lost in the conversion"
+        );
+    }
     let got: &[u8] = match req.body() {
         Body::Text(t) => t.as_bytes(),
         Body::Binary(b) => b,
@@ -503,7 +512,8 @@ enum Kind {
 }
 
 /// One event template's fields. The first input byte: kind (`% 3`: HTTP API v2, REST
-/// API v1, ALB), then bits 2 base64 body, 3 a GET instead of a POST, 4 no body at all.
+/// API v1, ALB), then bits 2 base64 body, 3 a GET instead of a POST, 4 no body at all,
+/// 5 ALB headers as `multiValueHeaders` only, 6 a query string (the extra value).
 /// The rest, split at NUL bytes (lossy UTF-8): path, `Host`, `X-Forwarded-Proto`,
 /// stage, domain name, source IP (`X-Forwarded-For` on ALB), `Idempotency-Key`,
 /// `Accept-Language`, body, and one more header's name and value.
@@ -512,6 +522,8 @@ struct Fields {
     kind: Kind,
     is_base64: bool,
     method: &'static str,
+    multi_value_only: bool,
+    query: bool,
     path: String,
     host: String,
     proto: String,
@@ -550,6 +562,8 @@ impl Fields {
             kind,
             is_base64: flags & 4 != 0,
             method: if flags & 8 != 0 { "GET" } else { "POST" },
+            multi_value_only: flags & 32 != 0,
+            query: flags & 64 != 0,
             path,
             host,
             proto,
@@ -589,12 +603,19 @@ impl Fields {
             .map(|(k, v)| (k.clone(), json!([v])))
             .collect();
         let body = self.body.as_ref().map_or(Value::Null, |b| json!(b));
+        let (raw_query, query, multi_query) = if self.query {
+            let v = &self.extra_value;
+            (json!(v), json!({ "q": v }), json!({ "q": [v] }))
+        } else {
+            (json!(""), json!({}), json!({}))
+        };
         match self.kind {
             Kind::HttpApiV2 => json!({
                 "version": "2.0",
                 "routeKey": "$default",
                 "rawPath": self.path,
-                "rawQueryString": "",
+                "rawQueryString": raw_query,
+                "queryStringParameters": query,
                 "headers": headers,
                 "requestContext": {
                     "accountId": "123456789012",
@@ -622,8 +643,8 @@ impl Fields {
                 "httpMethod": self.method,
                 "headers": headers,
                 "multiValueHeaders": multi,
-                "queryStringParameters": null,
-                "multiValueQueryStringParameters": null,
+                "queryStringParameters": query,
+                "multiValueQueryStringParameters": multi_query,
                 "pathParameters": null,
                 "stageVariables": null,
                 "requestContext": {
@@ -642,17 +663,32 @@ impl Fields {
                 "body": body,
                 "isBase64Encoded": self.is_base64,
             }),
-            Kind::Alb => json!({
-                "requestContext": {
-                    "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0" },
-                },
-                "httpMethod": self.method,
-                "path": self.path,
-                "queryStringParameters": {},
-                "headers": headers,
-                "body": body,
-                "isBase64Encoded": self.is_base64,
-            }),
+            Kind::Alb => {
+                let mut event = json!({
+                    "requestContext": {
+                        "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0" },
+                    },
+                    "httpMethod": self.method,
+                    "path": self.path,
+                    "body": body,
+                    "isBase64Encoded": self.is_base64,
+                });
+                let (headers_key, query_key, headers, query) = if self.multi_value_only {
+                    (
+                        "multiValueHeaders",
+                        "multiValueQueryStringParameters",
+                        json!(multi),
+                        multi_query,
+                    )
+                } else {
+                    ("headers", "queryStringParameters", json!(headers), query)
+                };
+                if let Value::Object(map) = &mut event {
+                    map.insert(headers_key.into(), headers);
+                    map.insert(query_key.into(), query);
+                }
+                event
+            }
         }
     }
 }
@@ -695,7 +731,8 @@ mod tests {
 
     #[test]
     fn templates_of_every_kind_reach_the_handlers_edge() {
-        for flags in [0u8, 1, 2] {
+        // HTTP API v2, REST v1, ALB; with a query string; ALB with multi-value headers.
+        for flags in [0u8, 1, 2, 64, 65, 66, 98] {
             let mut data = vec![flags];
             for part in [
                 "/Prod/api/v1/auth/otp/verify",
