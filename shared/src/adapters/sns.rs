@@ -33,22 +33,35 @@ pub struct SnsSmsSender {
 }
 
 impl SnsSmsSender {
-    /// Wraps `client` with its retries turned off (see the module docs).
+    /// Wraps `client` with its retries turned off (see the module docs); a client
+    /// whose retries are already off, as [`Self::client`]'s, is used as it is (building
+    /// a client is ~1 M instructions of a cold start: its endpoint rules and partitions).
     pub fn new(client: &Client, sender_id: Option<String>) -> Self {
-        let config = client
+        let retries_off = client
             .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .build();
+            .retry_config()
+            .is_some_and(|retry| retry.max_attempts() <= 1);
+        let client = if retries_off {
+            client.clone()
+        } else {
+            Client::from_conf(
+                client
+                    .config()
+                    .to_builder()
+                    .retry_config(RetryConfig::disabled())
+                    .build(),
+            )
+        };
         Self {
-            client: Client::from_conf(config),
+            client,
             sender_id,
             max_price_usd: None,
         }
     }
 
     /// The SNS client of the functions: `aws` with the publish timeouts (connect 1 s,
-    /// one attempt of [`super::SMS_PUBLISH_TIMEOUT`]).
+    /// one attempt of [`super::SMS_PUBLISH_TIMEOUT`]) and no retries (see the module
+    /// docs).
     pub fn client(aws: &aws_config::SdkConfig) -> Client {
         Client::from_conf(
             aws_sdk_sns::config::Builder::from(aws)
@@ -59,6 +72,7 @@ impl SnsSmsSender {
                         .operation_timeout(super::SMS_PUBLISH_TIMEOUT)
                         .build(),
                 )
+                .retry_config(RetryConfig::disabled())
                 .build(),
         )
     }
@@ -173,5 +187,40 @@ impl SmsSender for SnsSmsSender {
             Ok(_) => Ok(()),
             Err(err) => Err(classify(&err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sns::config::{BehaviorVersion, Region};
+
+    fn aws() -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .retry_config(RetryConfig::standard())
+            .build()
+    }
+
+    fn attempts(client: &Client) -> Option<u32> {
+        client
+            .config()
+            .retry_config()
+            .map(RetryConfig::max_attempts)
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_attempted_once_whichever_client_the_sender_is_given() {
+        let aws = aws();
+        assert_eq!(attempts(&SnsSmsSender::client(&aws)), Some(1));
+        let from_functions = SnsSmsSender::new(&SnsSmsSender::client(&aws), None);
+        assert_eq!(attempts(&from_functions.client), Some(1));
+        let retrying = Client::new(&aws);
+        assert_eq!(attempts(&retrying), Some(3));
+        assert_eq!(
+            attempts(&SnsSmsSender::new(&retrying, None).client),
+            Some(1)
+        );
     }
 }

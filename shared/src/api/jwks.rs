@@ -3,11 +3,14 @@
 //! The function reads only the public JWKS secret (`JWKS_SECRET_ID`), never the auth
 //! secret: it cannot see a private key. The set is served as stored. Both documents are
 //! cacheable for 300 s; the secret is re-read at most every 300 s.
+//!
+//! Both bodies are rendered once (the set at each read of its secret, the discovery
+//! document at init), not per request: a request only copies the text out.
 
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::{HeaderValue, Method, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
@@ -15,15 +18,25 @@ use super::{Endpoint, InitError};
 use crate::adapters::secrets::SecretCache;
 use crate::config::{Env, issuer, jwks_secret_id};
 use crate::domain::AuthError;
-use crate::http::{CachePolicy, error_response, json_response};
+use crate::http::error_response;
 use crate::ports::Clock;
 
 /// `Cache-Control: public, max-age=300` for both documents.
 pub const MAX_AGE_SECONDS: u32 = 300;
 
+/// The `Cache-Control` value of both documents ([`MAX_AGE_SECONDS`]).
+const CACHE_CONTROL: &str = "public, max-age=300";
+
 pub struct Jwks {
-    keys: SecretCache<Value>,
-    discovery: Value,
+    /// The stored set, as served.
+    keys: SecretCache<String>,
+    /// The discovery document, as served.
+    discovery: String,
+}
+
+/// The stored set checked by [`parse_jwks`], as the body it is served as.
+pub fn render_jwks(raw: &str) -> Result<String, String> {
+    parse_jwks(raw).map(|set| set.to_string())
 }
 
 /// The stored set must be a JSON object with a `keys` array; it is served as is.
@@ -48,10 +61,11 @@ pub fn discovery_document(issuer: &str) -> Value {
 }
 
 impl Jwks {
-    pub fn new(keys: SecretCache<Value>, issuer: &str) -> Self {
+    /// `keys` holds the set as [`render_jwks`] renders it.
+    pub fn new(keys: SecretCache<String>, issuer: &str) -> Self {
         Self {
             keys,
-            discovery: discovery_document(issuer),
+            discovery: discovery_document(issuer).to_string(),
         }
     }
 
@@ -59,23 +73,32 @@ impl Jwks {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(AuthError::MethodNotAllowed { allow: "GET, HEAD" });
         }
-        let cache = CachePolicy::Public {
-            max_age: MAX_AGE_SECONDS,
-        };
         // Whatever prefix the path carries (stage, custom-domain base path).
         let path = req.uri().path().trim_end_matches('/');
         if path.ends_with("/.well-known/jwks.json") {
-            Ok(json_response(
-                StatusCode::OK,
-                &*self.keys.get().await,
-                cache,
-            ))
+            Ok(cacheable_json(self.keys.get().await.as_str().to_owned()))
         } else if path.ends_with("/.well-known/openid-configuration") {
-            Ok(json_response(StatusCode::OK, &self.discovery, cache))
+            Ok(cacheable_json(self.discovery.clone()))
         } else {
             Err(AuthError::NotFound)
         }
     }
+}
+
+/// A 200 with a rendered JSON body, cacheable for [`MAX_AGE_SECONDS`]: the headers of
+/// `http::json_response` with `CachePolicy::Public`.
+fn cacheable_json(body: String) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    response
 }
 
 impl Endpoint for Jwks {
@@ -91,7 +114,7 @@ impl Endpoint for Jwks {
         let keys = SecretCache::load(
             aws_sdk_secretsmanager::Client::new(aws),
             jwks_secret_id,
-            parse_jwks,
+            render_jwks,
             clock,
         )
         .await?;
@@ -102,5 +125,25 @@ impl Endpoint for Jwks {
         self.serve(&req)
             .await
             .unwrap_or_else(|err| error_response(&err, crate::http::request_id(&req).as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_header_says_max_age_seconds() {
+        assert_eq!(CACHE_CONTROL, format!("public, max-age={MAX_AGE_SECONDS}"));
+    }
+
+    #[test]
+    fn the_set_is_served_compact_as_stored_and_a_set_without_keys_is_refused() {
+        assert_eq!(
+            render_jwks("{ \"keys\": [ {\"kid\": \"a\"} ] }").as_deref(),
+            Ok("{\"keys\":[{\"kid\":\"a\"}]}")
+        );
+        assert!(render_jwks("{\"other\": []}").is_err());
+        assert!(render_jwks("not json").is_err());
     }
 }
