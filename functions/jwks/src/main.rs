@@ -2,7 +2,9 @@
 
 use foodsave_auth::api::jwks::Jwks;
 
-#[tokio::main]
+// One thread: Lambda hands a container one event at a time (issue 10: less CPU per
+// request and at init than the multi-threaded runtime, no cross-thread wake-ups).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     foodsave_auth::runtime::serve::<Jwks>().await
 }
