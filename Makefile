@@ -18,6 +18,7 @@ test: ## Everything CI runs: lint, infra checks + sam build, build once, every t
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	local/check-infra.sh
 	cargo build --workspace --all-targets --locked
+	cargo build --locked -p foodsave-auth --no-default-features
 	local/base-image.sh
 	local/setup-browser.sh
 	@mkdir -p target
@@ -57,6 +58,11 @@ browser: ## The click-through and docs pages in headless Chromium (Debian's chro
 	local/setup-browser.sh
 	cargo build --locked -p local-api
 	local/with-stack.sh cargo test --locked -p foodsave-auth --test browser -- --ignored --nocapture
+
+.PHONY: fuzz
+fuzz: ## Fuzz the request edge (fuzz/, cargo-fuzz on stable via RUSTC_BOOTSTRAP=1) for FUZZ_SECONDS (60) per target: executions, coverage, crashes; then `local/fuzz.sh cmin` and commit fuzz/corpus/
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
+	local/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 .PHONY: fmt
 fmt: ## Format the code
