@@ -50,7 +50,7 @@ pub const AWS_ROOT_CAS: [&[u8]; 5] = [
     include_bytes!("tls/starfield-services-root-ca-g2.pem"),
 ];
 
-/// The SDK's HTTPS client (hyper, rustls with aws-lc-rs, as the SDK's default) trusting
+/// The SDK's HTTPS client (hyper, rustls on ring: see the workspace's Cargo.toml) trusting
 /// [`AWS_ROOT_CAS`] only: the functions talk to AWS endpoints and nothing else. The
 /// default loads the system's whole root store from disk when the first client of a
 /// container is built (`rustls-native-certs`: the bundle, and on Debian the hashed
@@ -63,7 +63,7 @@ pub fn https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
         store.with_pem_certificate(*pem)
     });
     let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
-        tls::rustls_provider::CryptoMode::AwsLc,
+        tls::rustls_provider::CryptoMode::Ring,
     ));
     // Building a context only stores its parts; it cannot fail.
     match TlsContext::builder().with_trust_store(trust).build() {

@@ -308,6 +308,7 @@ impl FaultProxy {
     pub async fn sdk_config(&self) -> SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .timeout_config(crate::adapters::sdk_timeouts())
+            .http_client(crate::adapters::https_client())
             .endpoint_url(self.url())
             .load()
             .await

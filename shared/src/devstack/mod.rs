@@ -116,6 +116,7 @@ pub async fn sdk_config() -> SdkConfig {
                 .operation_timeout(std::time::Duration::from_secs(60))
                 .build(),
         )
+        .http_client(crate::adapters::https_client())
         .load()
         .await
 }
