@@ -81,7 +81,13 @@ fn missing() -> hyper::Response<Full<Bytes>> {
     )
 }
 
-fn respond(status: u16, content_type: &'static str, body: Bytes) -> hyper::Response<Full<Bytes>> {
+/// A response of `status` with `body` as `content_type`, for the routes local-api
+/// answers itself.
+pub fn respond(
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+) -> hyper::Response<Full<Bytes>> {
     let mut response = hyper::Response::new(Full::new(body));
     *response.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

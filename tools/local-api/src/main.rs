@@ -299,38 +299,30 @@ fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> hyper::Respon
 
 /// The walk-through page: send → verify → refresh → logout, for people who would rather click.
 fn page() -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(include_bytes!(
-        "../static/index.html"
-    ))));
-    response.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+    docs::respond(
+        200,
+        "text/html; charset=utf-8",
+        Bytes::from_static(include_bytes!("../static/index.html")),
+    )
 }
 
 /// The committed `openapi.yaml`, built in so that it is always the one in the tree.
 fn openapi_document() -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(include_bytes!(
-        "../../../openapi.yaml"
-    ))));
-    response.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/yaml"),
-    );
-    response
+    docs::respond(
+        200,
+        "application/yaml",
+        Bytes::from_static(include_bytes!("../../../openapi.yaml")),
+    )
 }
 
+/// local-api's own JSON errors, with the POST endpoints' `Cache-Control: no-store`.
 fn plain(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-    let headers = response.headers_mut();
-    headers.insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
+    let mut response = docs::respond(
+        status,
+        "application/json",
+        Bytes::from_static(body.as_bytes()),
     );
-    headers.insert(
+    response.headers_mut().insert(
         "cache-control",
         hyper::header::HeaderValue::from_static("no-store"),
     );
