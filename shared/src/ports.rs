@@ -15,7 +15,7 @@ pub trait Clock: Send + Sync {
 pub enum StoreError {
     /// A transaction lost a race (a failed condition, or cancelled for
     /// `TransactionConflict` while another transaction held an item): re-read and
-    /// decide again.
+    /// decide again. Single-item writes answer [`Conditional::Held`] instead.
     #[error("write lost a race")]
     Conflict,
     /// Throttled, unreachable or failing on the service side: worth a 503.
@@ -37,6 +37,11 @@ pub enum Conditional<Done, Found> {
     /// by the same request (`ReturnValuesOnConditionCheckFailure`), so deciding again
     /// needs no other read.
     Failed(Option<Found>),
+    /// A transaction held the item (`TransactionConflictException`): this attempt wrote
+    /// nothing and read nothing. The same lost race as a failed condition (CONTRACT §1):
+    /// back off and try the same write again, whose condition then tells whether an
+    /// earlier attempt of it (one whose answer was lost) was applied.
+    Held,
 }
 
 /// Why an SMS did not go out as asked (CONTRACT §3).

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{Stack, post, random_phone};
-use foodsave_auth::domain::slots::GLOBAL_SHARD_SLOTS;
+use foodsave_auth::domain::global_budget::SHARD_SLOTS as GLOBAL_SHARD_SLOTS;
 use serde_json::json;
 
 /// The template's budgets (template.yaml defaults): the items as production writes them.

@@ -12,7 +12,17 @@
 //!
 //! Every race is settled by a condition in DynamoDB, never by reading twice, and a
 //! failed condition returns the item as it stood (`ReturnValuesOnConditionCheckFailure`)
-//! so the caller decides again without another read. Requests per call on the common
+//! so the caller decides again without another read. A single-item write that meets an
+//! item held by a transaction answers [`Conditional::Held`], decided in one place
+//! ([`single_write`]).
+//!
+//! Every conditional write is recognisable as its own when it is repeated (CONTRACT §1:
+//! an attempt whose answer was lost may have been applied, and the SDK's retry, or the
+//! caller's next round, must not apply it twice): an OTP state write carries its id in
+//! the item's `wids` (the last few), a rotation its `rotationId`, a revocation its
+//! `revokedBy`, a login the new session's random id, a slot claim the OTP write of its
+//! transaction. A repeat's condition refuses it, and the item it returns names the
+//! write that is already there. Requests per call on the common
 //! path: send 1 (a conditional put that also reads what it replaces; with the IP or
 //! global budget on, one transaction that also claims their slots), verify 2 (batch
 //! get, transaction), refresh 1 (conditional update), logout 1 (conditional update; 2
@@ -34,6 +44,7 @@ use aws_sdk_dynamodb::types::{
 
 use crate::domain::otp::{ActiveCode, IdempotentSend};
 use crate::domain::session::{Chain, SessionId};
+use crate::domain::global_budget::shard_key;
 use crate::domain::slots::Slots;
 use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, SourceIp, UnixMillis};
 use crate::ports::{Conditional, StoreError};
@@ -185,6 +196,22 @@ fn classify_cancellation<'a>(codes: impl IntoIterator<Item = Option<&'a str>>) -
     outcome
 }
 
+/// A cancelled transaction's reason codes, one per item in order (empty for any other
+/// failure).
+fn cancelled_codes(err: &SdkError<TransactWriteItemsError>) -> Vec<&str> {
+    match err {
+        SdkError::ServiceError(service) => match service.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancel) => cancel
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None"))
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 fn transaction_error(err: SdkError<TransactWriteItemsError>) -> StoreError {
     if let SdkError::ServiceError(service) = &err
         && let TransactWriteItemsError::TransactionCanceledException(cancel) = service.err()
@@ -218,19 +245,29 @@ fn update_item_found(err: &UpdateItemError) -> Option<Item> {
     }
 }
 
-/// A conditional single-item write's failure: the item it returned, if the condition
-/// failed; any other failure as a [`StoreError`].
-fn condition_failed<E>(
-    err: SdkError<E>,
+/// The outcome of a conditional single-item write (PutItem, UpdateItem), decided in one
+/// place (CONTRACT §1): a failed condition is [`Conditional::Failed`] with the item as it
+/// stood; a transaction holding the item (`TransactionConflictException`) is
+/// [`Conditional::Held`], the same lost race; anything else a [`StoreError`].
+fn single_write<O, E>(
+    result: Result<O, SdkError<E>>,
     item: impl FnOnce(&E) -> Option<Item>,
-) -> Result<Option<Item>, StoreError>
+) -> Result<Conditional<O, Item>, StoreError>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    if let SdkError::ServiceError(service) = &err
-        && service.err().code() == Some("ConditionalCheckFailedException")
-    {
-        return Ok(item(service.err()));
+    let err = match result {
+        Ok(out) => return Ok(Conditional::Applied(out)),
+        Err(err) => err,
+    };
+    if let SdkError::ServiceError(service) = &err {
+        match service.err().code() {
+            Some("ConditionalCheckFailedException") => {
+                return Ok(Conditional::Failed(item(service.err())));
+            }
+            Some("TransactionConflictException") => return Ok(Conditional::Held),
+            _ => {}
+        }
     }
     Err(store_error(err))
 }
@@ -271,44 +308,49 @@ impl DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Conditional::Applied(())),
-            Err(err) => {
-                let found = condition_failed(err, put_item_found)?;
-                Ok(Conditional::Failed(
-                    found.as_ref().map(otp_from_item).transpose()?,
-                ))
+        Ok(match single_write(result, put_item_found)? {
+            Conditional::Applied(_) => Conditional::Applied(()),
+            Conditional::Failed(found) => {
+                Conditional::Failed(found.as_ref().map(otp_from_item).transpose()?)
             }
-        }
+            Conditional::Held => Conditional::Held,
+        })
     }
 
-    /// The phone's OTP state and its user's `sub`, if it has logged in before. One request.
+    /// The phone's OTP state and its user's `sub`, if it has logged in before, and
+    /// whether the session `opened` exists (a login of this request whose answer was
+    /// lost). One request.
     pub async fn load_login(
         &self,
         phone: &PhoneNumber,
-    ) -> Result<(OtpState, Option<String>), StoreError> {
-        let items = self
-            .batch_get(vec![
-                key(phone_pk(phone), SK_OTP),
-                key(phone_pk(phone), SK_USER),
-            ])
-            .await?;
-        let mut otp = OtpState::default();
-        let mut sub = None;
-        for item in &items {
+        opened: Option<&SessionId>,
+    ) -> Result<Login, StoreError> {
+        let mut keys = vec![
+            key(phone_pk(phone), SK_OTP),
+            key(phone_pk(phone), SK_USER),
+        ];
+        if let Some(sid) = opened {
+            keys.push(key(session_pk(sid), SK_SESSION));
+        }
+        let mut login = Login::default();
+        for item in &self.batch_get(keys).await? {
             match get_s(item, SK)? {
-                SK_OTP => otp = otp_from_item(item)?,
-                SK_USER => sub = Some(get_s(item, "sub")?.to_owned()),
+                SK_OTP => login.otp = otp_from_item(item)?,
+                SK_USER => login.sub = Some(get_s(item, "sub")?.to_owned()),
+                SK_SESSION => login.opened = true,
                 _ => {}
             }
         }
-        Ok((otp, sub))
+        Ok(login)
     }
 
     /// In one transaction: consume the code (if the phone's state is still at `version`,
     /// so no wrong try, send or other verify came in between), create the user's `sub` if
     /// new, and create the session with its first refresh token. Of concurrent verifies
-    /// of one code exactly one commits.
+    /// of one code exactly one commits. A repeat of a login that was applied (its answer
+    /// lost, the SDK's retry refused: ClientRequestToken makes that retry idempotent on
+    /// AWS for 10 minutes, not on every endpoint) finds its own session, whose id is
+    /// random and this login's alone, and is success.
     pub async fn complete_login(
         &self,
         phone: &PhoneNumber,
@@ -341,7 +383,8 @@ impl DynamoDbStore {
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
-        self.client
+        let result = self
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(consume).build())
             .transact_items(TransactWriteItem::builder().update(user).build())
@@ -351,9 +394,14 @@ impl DynamoDbStore {
                     .build(),
             )
             .send()
-            .await
-            .map_err(transaction_error)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if cancelled_codes(&err).get(2).copied() == Some("ConditionalCheckFailed") => {
+                Ok(())
+            }
+            Err(err) => Err(transaction_error(err)),
+        }
     }
 
     /// The put of a phone's OTP state, conditioned as `expect`ed.
@@ -403,7 +451,11 @@ impl DynamoDbStore {
                 {
                     Conditional::Applied(()) => SendWrite::Applied,
                     Conditional::Failed(found) => SendWrite::Failed {
-                        phone: Found::Changed(found),
+                        phone: Box::new(Found::Changed(found)),
+                        claims: Vec::new(),
+                    },
+                    Conditional::Held => SendWrite::Failed {
+                        phone: Box::new(Found::Unknown),
                         claims: Vec::new(),
                     },
                 },
@@ -465,7 +517,7 @@ impl DynamoDbStore {
             })
             .collect();
         Ok(SendWrite::Failed {
-            phone: phone_found,
+            phone: Box::new(phone_found),
             claims: claims_found,
         })
     }
@@ -491,8 +543,13 @@ impl DynamoDbStore {
     }
 
     /// Give back a slot a send claimed (its SMS was refused): only if it still holds
-    /// that send. One request; a slot already reused is left alone.
-    pub async fn release_slot(&self, claim: &SlotClaim) -> Result<(), StoreError> {
+    /// that send. One request; a slot already given back or reused is left alone
+    /// ([`Conditional::Failed`]). A repeat cannot give back another send's claim: a
+    /// later claim of the slot holds a later time than this send's.
+    pub async fn release_slot(
+        &self,
+        claim: &SlotClaim,
+    ) -> Result<Conditional<(), ()>, StoreError> {
         let result = self
             .client
             .update_item()
@@ -504,10 +561,81 @@ impl DynamoDbStore {
             .expression_attribute_values(":at", n(claim.at.as_millis()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => condition_failed(err, update_item_found).map(|_| ()),
+        Ok(match single_write(result, |_| None)? {
+            Conditional::Applied(_) => Conditional::Applied(()),
+            Conditional::Failed(_) => Conditional::Failed(None),
+            Conditional::Held => Conditional::Held,
+        })
+    }
+
+    /// Write a budget item's slots as given (fixtures: a budget already spent). One
+    /// unconditional put; the item expires once its last slot has left `window_secs`.
+    pub async fn write_slots(
+        &self,
+        budget_key: &str,
+        slots: &Slots,
+        window_secs: u64,
+    ) -> Result<(), StoreError> {
+        let mut item = key(budget_key.to_owned(), SK_SENDS);
+        let mut last = UnixMillis(0);
+        for (i, at) in slots.0.iter().enumerate() {
+            if let Some(at) = at {
+                item.insert(format!("s{i}"), n(at.as_millis()));
+                last = last.max(*at);
+            }
         }
+        item.insert(TTL_ATTRIBUTE.into(), ttl(last.plus_secs(window_secs)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// What a send decides from, read in one strongly consistent request (CONTRACT §3b:
+    /// a spent global budget is refused in at most three requests): the phone's OTP
+    /// state, the IP's budget item (`key`, number of slots) and the global shards
+    /// (shard, number of slots), as many of them as asked for.
+    pub async fn read_send_items(
+        &self,
+        phone: Option<&PhoneNumber>,
+        ip: Option<(&str, u32)>,
+        shards: &[(u32, u32)],
+    ) -> Result<SendItems, StoreError> {
+        let mut keys = Vec::with_capacity(shards.len() + 2);
+        if let Some(phone) = phone {
+            keys.push(key(phone_pk(phone), SK_OTP));
+        }
+        if let Some((ip_key, _)) = ip {
+            keys.push(key(ip_key.to_owned(), SK_SENDS));
+        }
+        keys.extend(
+            shards
+                .iter()
+                .map(|(shard, _)| key(shard_key(*shard), SK_SENDS)),
+        );
+        let mut items: HashMap<String, Item> = HashMap::new();
+        for item in self.batch_get(keys).await? {
+            items.insert(get_s(&item, PK)?.to_owned(), item);
+        }
+        Ok(SendItems {
+            phone: phone
+                .map(|p| items.get(&phone_pk(p)).map(otp_from_item).transpose())
+                .transpose()?,
+            ip: ip.map(|(ip_key, limit)| items.get(ip_key).map(|i| slots_from_item(i, limit))),
+            shards: shards
+                .iter()
+                .map(|(shard, quota)| {
+                    let found = items
+                        .get(&shard_key(*shard))
+                        .map(|i| slots_from_item(i, *quota));
+                    (*shard, found)
+                })
+                .collect(),
+        })
     }
 
     // ---- sessions and their refresh-token chain ---------------------------------------
@@ -523,12 +651,9 @@ impl DynamoDbStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                condition_failed(err, |_| None)?;
-                Err(StoreError::Conflict)
-            }
+        match single_write(result, |_| None)? {
+            Conditional::Applied(_) => Ok(()),
+            Conditional::Failed(_) | Conditional::Held => Err(StoreError::Conflict),
         }
     }
 
@@ -569,31 +694,32 @@ impl DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => {
+        Ok(match single_write(result, update_item_found)? {
+            Conditional::Applied(out) => {
                 let item = out.attributes.ok_or(StoreError::Corrupt("attributes"))?;
-                Ok(Conditional::Applied(session_from_item(&item, sid)?))
+                Conditional::Applied(session_from_item(&item, sid)?)
             }
-            Err(err) => {
-                let found = condition_failed(err, update_item_found)?;
-                Ok(Conditional::Failed(
-                    found
-                        .as_ref()
-                        .map(|i| session_from_item(i, sid))
-                        .transpose()?,
-                ))
-            }
-        }
+            Conditional::Failed(found) => Conditional::Failed(
+                found
+                    .as_ref()
+                    .map(|i| session_from_item(i, sid))
+                    .transpose()?,
+            ),
+            Conditional::Held => Conditional::Held,
+        })
     }
 
     /// Revoke a live session in one conditional update; with `only_if_current`, only
     /// while that hash is its live token. Answers the session as it stood when the
-    /// condition failed (already revoked, expired, rotated on, or absent).
+    /// condition failed (already revoked, expired, rotated on, or absent). `write_id`
+    /// marks the revocation (`revokedBy`): a repeat of one that was applied is
+    /// [`Conditional::Applied`].
     pub async fn revoke_session(
         &self,
         sid: &SessionId,
         now: UnixMillis,
         only_if_current: Option<&str>,
+        write_id: &str,
     ) -> Result<Conditional<(), Session>, StoreError> {
         let live =
             "attribute_not_exists(revokedAt) AND sessionExpiresAt > :now AND tokenExpiresAt > :now";
@@ -602,8 +728,9 @@ impl DynamoDbStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(session_pk(sid), SK_SESSION)))
-            .update_expression("SET revokedAt = :now")
+            .update_expression("SET revokedAt = :now, revokedBy = :wid")
             .expression_attribute_values(":now", n(now.as_millis()))
+            .expression_attribute_values(":wid", s(write_id))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         update = match only_if_current {
             Some(hash) => update
@@ -611,18 +738,21 @@ impl DynamoDbStore {
                 .expression_attribute_values(":cur", s(hash)),
             None => update.condition_expression(format!("attribute_exists(pk) AND {live}")),
         };
-        match update.send().await {
-            Ok(_) => Ok(Conditional::Applied(())),
-            Err(err) => {
-                let found = condition_failed(err, update_item_found)?;
-                Ok(Conditional::Failed(
-                    found
-                        .as_ref()
-                        .map(|i| session_from_item(i, sid))
-                        .transpose()?,
-                ))
+        Ok(match single_write(update.send().await, update_item_found)? {
+            Conditional::Applied(_) => Conditional::Applied(()),
+            Conditional::Failed(Some(item))
+                if get_opt_s(&item, "revokedBy")?.as_deref() == Some(write_id) =>
+            {
+                Conditional::Applied(())
             }
-        }
+            Conditional::Failed(found) => Conditional::Failed(
+                found
+                    .as_ref()
+                    .map(|i| session_from_item(i, sid))
+                    .transpose()?,
+            ),
+            Conditional::Held => Conditional::Held,
+        })
     }
 
     // ---- helpers -----------------------------------------------------------------------
@@ -695,7 +825,7 @@ impl SlotClaim {
     }
 
     pub fn global_key(shard: u32) -> String {
-        format!("GLOBAL#{shard}")
+        shard_key(shard)
     }
 }
 
@@ -716,9 +846,29 @@ pub enum SendWrite {
     Applied,
     /// Nothing was written. `claims` in the order given.
     Failed {
-        phone: Found<OtpState>,
+        phone: Box<Found<OtpState>>,
         claims: Vec<Found<Slots>>,
     },
+}
+
+/// What [`DynamoDbStore::load_login`] read.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    /// The phone's OTP state (default: no item).
+    pub otp: OtpState,
+    /// Its user's `sub`, if it has logged in before.
+    pub sub: Option<String>,
+    /// The session asked after exists.
+    pub opened: bool,
+}
+
+/// What [`DynamoDbStore::read_send_items`] read: for each item asked for, what it holds
+/// (`None`: no item).
+#[derive(Debug, Clone, Default)]
+pub struct SendItems {
+    pub phone: Option<Option<OtpState>>,
+    pub ip: Option<Option<Slots>>,
+    pub shards: Vec<(u32, Option<Slots>)>,
 }
 
 fn slots_from_item(item: &Item, limit: u32) -> Slots {
@@ -757,6 +907,12 @@ fn otp_item(phone: &PhoneNumber, state: &OtpState, window_secs: u64) -> Item {
     if let Some(sent) = &state.idempotency {
         item.insert("idemKey".into(), s(sent.key_hash.clone()));
         item.insert("idemCodeId".into(), s(sent.code_id.clone()));
+    }
+    if !state.writes.is_empty() {
+        item.insert(
+            "wids".into(),
+            AttributeValue::L(state.writes.iter().map(|w| s(w.clone())).collect()),
+        );
     }
     item.insert(TTL_ATTRIBUTE.into(), ttl(state.expires_at(window_secs)));
     item
@@ -804,6 +960,17 @@ fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
         wrong: millis_list(item, "wrong")?,
         idempotency,
         version: Some(get_n(item, "ver")?),
+        writes: match item.get("wids") {
+            None => Vec::new(),
+            Some(AttributeValue::L(ids)) => ids
+                .iter()
+                .map(|id| match id {
+                    AttributeValue::S(id) => Ok(id.clone()),
+                    _ => Err(StoreError::Corrupt("wids")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(StoreError::Corrupt("wids")),
+        },
     })
 }
 

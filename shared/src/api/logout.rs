@@ -7,14 +7,16 @@ use aws_config::SdkConfig;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::{Endpoint, InitError, Round, current_secret, respond, settle, within};
+use ring::rand::SystemRandom;
+
+use super::{Endpoint, InitError, Round, current_secret, respond, rng_failed, settle, within};
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig};
 use crate::domain::session::may_log_out;
-use crate::domain::{AuthError, ChainKey, RefreshToken, Session};
+use crate::domain::{AuthError, ChainKey, RefreshToken, Session, random_id};
 use crate::http::{json_object, refresh_token_field, require_post};
 use crate::ports::{Clock, Conditional};
 
@@ -56,8 +58,10 @@ impl Logout {
                 .session(presented.session_id().as_str())
                 .reason("logout")
         };
+        // One revocation per request, recognisable when repeated (CONTRACT §1).
+        let write_id = random_id(&SystemRandom::new()).map_err(rng_failed)?;
         let answer = settle(&budget, |known| {
-            self.logout_round(&budget, key, &presented, known)
+            self.logout_round(&budget, key, &presented, &write_id, known)
         })
         .await?;
         audit().emit(self.clock.now());
@@ -72,6 +76,7 @@ impl Logout {
         budget: &Budget,
         key: &ChainKey,
         presented: &RefreshToken,
+        write_id: &str,
         known: Option<Session>,
     ) -> Result<Round<Session, Value>, AuthError> {
         let sid = presented.session_id();
@@ -82,8 +87,17 @@ impl Logout {
             Some(session) if may_log_out(presented, key, Some(session), now) => None,
             Some(_) => return Err(AuthError::InvalidToken),
         };
-        match within(budget, self.store.revoke_session(sid, now, only_if_current)).await? {
+        match within(
+            budget,
+            self.store
+                .revoke_session(sid, now, only_if_current, write_id),
+        )
+        .await?
+        {
+            // Applied, by this attempt or by an earlier one whose answer was lost.
             Conditional::Applied(()) => Ok(Round::Done(json!({}))),
+            // A transaction held the session: the same revocation again.
+            Conditional::Held => Ok(Round::Lost(known)),
             // Absent, revoked (a concurrent logout or reuse detection), or expired.
             Conditional::Failed(None) => Err(AuthError::InvalidToken),
             Conditional::Failed(Some(session)) if !session.is_live(now) => {

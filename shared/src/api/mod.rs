@@ -82,8 +82,11 @@ pub(crate) fn token_pair(access: String, refresh: &str, expires_in: u64) -> Valu
 impl From<StoreError> for AuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => AuthError::unavailable("dynamodb", err),
-            StoreError::Conflict | StoreError::Corrupt(_) | StoreError::Other(_) => {
+            // A race that escaped its caller's loop: contention, never a bug (CONTRACT §1).
+            StoreError::Unavailable(_) | StoreError::Conflict => {
+                AuthError::unavailable("dynamodb", err)
+            }
+            StoreError::Corrupt(_) | StoreError::Other(_) => {
                 AuthError::internal("dynamodb", err)
             }
         }

@@ -1,7 +1,6 @@
 //! POST /otp/send (CONTRACT §1–3).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use lambda_http::{Body, Request, Response};
@@ -18,7 +17,8 @@ use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{AbuseMode, Env, OtpConfig, StoreConfig};
 use crate::domain::otp::{ActiveCode, SendLimit, SendPolicy};
-use crate::domain::slots::{Slots, random_below, shard_quotas};
+use crate::domain::global_budget::{self, Choice, GlobalBudget, View, shard_key};
+use crate::domain::slots::Slots;
 use crate::domain::{
     AuthError, CodeMac, OtpCode, OtpState, PhoneNumber, SendOutcome, SourceIp, UnixMillis,
     random_id,
@@ -35,10 +35,8 @@ pub struct OtpSend {
     config: OtpConfig,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
-    /// The global budget's shards as this container last wrote or read them: a hint for
-    /// the first round of the next send, so that it does not pick a slot already known
-    /// to be taken. Never a reason to refuse: only an item read in this request is.
-    global_seen: Mutex<HashMap<u32, Slots>>,
+    /// The global SMS budget, with this container's memory of its shards (`None`: off).
+    global: Option<GlobalBudget>,
 }
 
 impl OtpSend {
@@ -53,10 +51,10 @@ impl OtpSend {
             store,
             sms,
             secret,
-            config,
             clock,
             rng: SystemRandom::new(),
-            global_seen: Mutex::new(HashMap::new()),
+            global: GlobalBudget::new(config.abuse.global_send_limit_per_hour),
+            config,
         }
     }
 
@@ -168,9 +166,11 @@ impl OtpSend {
     }
 
     /// One round of admitting a send (CONTRACT §3, §3b): decide from what is known (on
-    /// the first round: assume the phone has no live state and the budgets' slots are
-    /// free), then write the phone's state and claim a slot of each budget that applies,
-    /// all or nothing. A failed condition tells each item as it stands, to decide again.
+    /// the first round: assume the phone has no live state and the IP's slots are free;
+    /// the global budget's [`GlobalBudget::choose`] says what it knows), then write the
+    /// phone's state and claim a slot of each budget that applies, all or nothing. A
+    /// failed condition tells each item as it stands, to decide again; when the global
+    /// budget needs it, a round reads instead of writing.
     async fn admit(
         &self,
         budget: &Budget,
@@ -181,6 +181,10 @@ impl OtpSend {
         let mut known = known.unwrap_or_default();
         let now = self.clock.now();
         let phone = request.phone;
+        // An earlier round's write that was applied though its answer was lost: done.
+        if let Some(done) = known.applied_attempt() {
+            return Ok(Round::Done(Admission::Sent(Box::new(done))));
+        }
         let (before, expect) = match &known.phone {
             Some(state) => (
                 state.clone(),
@@ -199,85 +203,127 @@ impl OtpSend {
             attempts: 0,
         };
         let code_id = active.id.clone();
+        let write_id = random_id(&self.rng).map_err(rng_failed)?;
         let written = match before.admit_send(now, self.policy(), active, request.idempotency) {
             SendOutcome::Replay => return Ok(Round::Done(Admission::Replay)),
             SendOutcome::RateLimited {
                 limit,
                 retry_after_secs,
             } => return Err(self.refuse(request, limit, retry_after_secs)),
-            SendOutcome::Admitted(next) => next,
+            SendOutcome::Admitted(next) => next.tagged(&write_id),
         };
+        let enforce = self.config.abuse.mode == AbuseMode::Enforce;
         let mut claims = Vec::new();
         let mut recorded = Vec::new();
+        let mut global_claim = None;
         if request.test_code.is_none() {
-            for limit in [SendLimit::Ip, SendLimit::Global] {
-                match self.claim(limit, request, &mut known, now) {
-                    Claim::None => {}
-                    Claim::Slot(claim) => claims.push((limit, claim)),
-                    Claim::Full { retry_after_secs } => {
-                        if self.config.abuse.mode == AbuseMode::Enforce {
-                            return Err(self.refuse(request, limit, retry_after_secs));
-                        }
-                        recorded.push(limit);
+            if let Some((key, limit, window)) = self.ip_budget(request) {
+                let slots = known.ip.clone().unwrap_or_else(|| Slots::empty(limit));
+                match slots.pick(now, window, &self.rng) {
+                    Some(slot) => claims.push(SlotClaim {
+                        key,
+                        slot,
+                        at: now,
+                        window_secs: window,
+                        limit,
+                    }),
+                    // Only slots read in this request can be all taken.
+                    None if enforce => {
+                        return Err(self.refuse(
+                            request,
+                            SendLimit::Ip,
+                            slots.retry_after(now, window),
+                        ));
+                    }
+                    None => recorded.push(SendLimit::Ip),
+                }
+            }
+            if let Some(global) = &self.global {
+                match global.choose(&mut known.global, now, &self.rng) {
+                    Choice::Claim(claim) => {
+                        global_claim = Some(claim);
+                        claims.push(SlotClaim {
+                            key: shard_key(claim.shard),
+                            slot: claim.slot,
+                            at: now,
+                            window_secs: global_budget::WINDOW_SECS,
+                            limit: claim.quota,
+                        });
+                    }
+                    Choice::Full { retry_after_secs } if enforce => {
+                        return Err(self.refuse(request, SendLimit::Global, retry_after_secs));
+                    }
+                    Choice::Full { .. } => recorded.push(SendLimit::Global),
+                    Choice::Read(shards) => {
+                        self.read(budget, request, global, &shards, &mut known)
+                            .await?;
+                        return Ok(Round::Next(known));
                     }
                 }
             }
         }
-        let slot_claims: Vec<SlotClaim> = claims.iter().map(|(_, c)| c.clone()).collect();
         let window = self.policy().window_secs;
         let outcome = within(
             budget,
             self.store
-                .save_send(phone, expect, &written, window, now, &slot_claims),
+                .save_send(phone, expect, &written, window, now, &claims),
         )
         .await?;
-        let admitted = || {
-            Admission::Sent(Box::new(Admitted {
-                code: code.clone(),
-                code_id: code_id.clone(),
-                written: written.clone(),
-                before: before.clone(),
-                sent_at: now,
-                claims: slot_claims.clone(),
-                recorded: recorded.clone(),
-            }))
+        let attempt = Admitted {
+            code,
+            code_id,
+            write_id,
+            written,
+            before,
+            sent_at: now,
+            claims,
+            recorded,
         };
         let (phone_found, claims_found) = match outcome {
             SendWrite::Applied => {
-                self.saw_claimed(&known, &claims);
-                return Ok(Round::Done(admitted()));
+                if let (Some(global), Some(claim)) = (&self.global, global_claim) {
+                    global.claimed(claim, now);
+                }
+                return Ok(Round::Done(Admission::Sent(Box::new(attempt))));
             }
-            SendWrite::Failed { phone, claims } => (phone, claims),
+            SendWrite::Failed { phone, claims } => (*phone, claims),
         };
-        // This very put, applied by an attempt whose answer was lost and repeated by the
-        // SDK: done, not a race. (A transaction is idempotent by its client token.)
-        if let Found::Changed(Some(found)) = &phone_found
-            && found.code.as_ref().is_some_and(|c| c.id == code_id)
-        {
-            return Ok(Round::Done(admitted()));
-        }
         let guess_missed = expect == Expect::Fresh
             && matches!(phone_found, Found::Changed(Some(_)))
             && claims_found.iter().all(|f| *f == Found::Fine);
         match phone_found {
-            Found::Changed(found) => known.phone = found,
-            Found::Unknown => known.phone = None,
-            Found::Fine => {}
-        }
-        for ((limit, claim), found) in claims.iter().zip(claims_found) {
-            let slots = match found {
-                Found::Fine => continue,
-                Found::Changed(slots) => slots,
-                Found::Unknown => None,
-            };
-            match limit {
-                SendLimit::Ip => known.ip = slots,
-                _ => {
-                    let shard = shard_of(&claim.key);
-                    self.saw_shard(shard, slots.as_ref());
-                    known.global = slots.map(|s| (shard, s));
-                }
+            Found::Changed(found) => {
+                known.phone = found;
+                known.phone_read = true;
             }
+            // Held by a transaction: the next write's condition will tell.
+            Found::Unknown => known.phone_read = false,
+            // As assumed.
+            Found::Fine => known.phone_read = true,
+        }
+        for (claim, found) in attempt.claims.iter().zip(claims_found) {
+            let is_global = claim.key.starts_with("GLOBAL#");
+            match (is_global, global_claim, found) {
+                (false, _, Found::Changed(slots)) => {
+                    known.ip = Some(slots.unwrap_or_else(|| Slots::empty(claim.limit)));
+                }
+                (false, _, Found::Unknown) => known.ip = None,
+                (false, _, Found::Fine) | (true, None, _) => {}
+                (true, Some(shard), Found::Changed(slots)) => {
+                    known.global.claim_lost(shard, slots);
+                }
+                (true, Some(_), Found::Unknown) => known.global.claim_unknown(),
+                (true, Some(shard), Found::Fine) => known.global.claim_held(shard),
+            }
+        }
+        if let Some(global) = &self.global {
+            global.remember(&known.global);
+        }
+        known.attempts.push(attempt);
+        // This very write, applied by an attempt whose answer was lost and repeated (by
+        // the SDK, or by an earlier round): done, not a race.
+        if let Some(done) = known.applied_attempt() {
+            return Ok(Round::Done(Admission::Sent(Box::new(done))));
         }
         // Only the guess that the phone had no state was wrong: decide again at once.
         Ok(if guess_missed {
@@ -287,120 +333,52 @@ impl OtpSend {
         })
     }
 
-    /// A slot of `limit`'s budget for this send, if that budget applies.
-    fn claim(
-        &self,
-        limit: SendLimit,
-        request: &SendRequest<'_>,
-        known: &mut Known,
-        now: UnixMillis,
-    ) -> Claim {
+    /// The IP budget's item key, number of slots and window, if it applies to this send.
+    fn ip_budget(&self, request: &SendRequest<'_>) -> Option<(String, u32, u64)> {
         let abuse = &self.config.abuse;
-        match limit {
-            SendLimit::Ip => {
-                let (Some(ip), true) = (&request.ip, abuse.ip_send_limit > 0) else {
-                    return Claim::None;
-                };
-                let window = u64::from(abuse.ip_send_window_seconds.get());
-                let slots = known
-                    .ip
-                    .clone()
-                    .unwrap_or_else(|| Slots::empty(abuse.ip_send_limit));
-                match slots.pick(now, window, &self.rng) {
-                    Some(slot) => Claim::Slot(SlotClaim {
-                        key: SlotClaim::ip_key(ip),
-                        slot,
-                        at: now,
-                        window_secs: window,
-                        limit: abuse.ip_send_limit,
-                    }),
-                    None => Claim::Full {
-                        retry_after_secs: slots.retry_after(now, window),
-                    },
-                }
-            }
-            _ => {
-                let quotas = shard_quotas(abuse.global_send_limit_per_hour);
-                let shards = u32::try_from(quotas.len()).unwrap_or(u32::MAX);
-                if shards == 0 {
-                    return Claim::None;
-                }
-                let mut retry_after_secs = u64::MAX;
-                // A full shard may refuse a little early; try a few before giving up.
-                for _ in 0..GLOBAL_SHARD_TRIES.min(shards) {
-                    let (shard, slots) = match known.global.take() {
-                        Some(found) => found,
-                        None => {
-                            let mut shard = random_below(shards, &self.rng);
-                            for _ in 0..shards {
-                                if !known.full_shards.contains(&shard) {
-                                    break;
-                                }
-                                shard = (shard + 1) % shards;
-                            }
-                            let quota = quotas.get(shard as usize).copied().unwrap_or(1);
-                            (shard, self.global_hint(shard, quota, now))
-                        }
-                    };
-                    let quota = u32::try_from(slots.0.len()).unwrap_or(0);
-                    if let Some(slot) = slots.pick(now, GLOBAL_WINDOW_SECS, &self.rng) {
-                        known.global = Some((shard, slots));
-                        return Claim::Slot(SlotClaim {
-                            key: SlotClaim::global_key(shard),
-                            slot,
-                            at: now,
-                            window_secs: GLOBAL_WINDOW_SECS,
-                            limit: quota,
-                        });
-                    }
-                    retry_after_secs =
-                        retry_after_secs.min(slots.retry_after(now, GLOBAL_WINDOW_SECS));
-                    known.full_shards.push(shard);
-                }
-                Claim::Full { retry_after_secs }
-            }
+        let ip = request.ip.as_ref().filter(|_| abuse.ip_send_limit > 0)?;
+        Some((
+            SlotClaim::ip_key(ip),
+            abuse.ip_send_limit,
+            u64::from(abuse.ip_send_window_seconds.get()),
+        ))
+    }
+
+    /// A read round (one strongly consistent batch read): the global shards asked for,
+    /// and the phone's and the IP's items unless this request already knows them.
+    async fn read(
+        &self,
+        budget: &Budget,
+        request: &SendRequest<'_>,
+        global: &GlobalBudget,
+        shards: &[u32],
+        known: &mut Known,
+    ) -> Result<(), AuthError> {
+        let ip = self
+            .ip_budget(request)
+            .filter(|_| known.ip.is_none() && request.test_code.is_none());
+        let quotas: Vec<(u32, u32)> = shards.iter().map(|s| (*s, global.quota(*s))).collect();
+        let items = within(
+            budget,
+            self.store.read_send_items(
+                (!known.phone_read).then_some(request.phone),
+                ip.as_ref().map(|(key, limit, _)| (key.as_str(), *limit)),
+                &quotas,
+            ),
+        )
+        .await?;
+        if let Some(found) = items.phone {
+            known.phone = found;
+            known.phone_read = true;
         }
-    }
-
-    /// The slots of `shard` to pick from when nothing of it was read in this request:
-    /// as this container last saw them if that leaves a slot free now, else all free
-    /// (the write's condition decides; a hint must not refuse a send).
-    fn global_hint(&self, shard: u32, quota: u32, now: UnixMillis) -> Slots {
-        let seen = self
-            .global_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        seen.get(&shard)
-            .filter(|slots| slots.0.len() == quota as usize)
-            .filter(|slots| !slots.free(now, GLOBAL_WINDOW_SECS).is_empty())
-            .cloned()
-            .unwrap_or_else(|| Slots::empty(quota))
-    }
-
-    /// Remember a global shard as a failed write returned it (`None`: not there).
-    fn saw_shard(&self, shard: u32, slots: Option<&Slots>) {
-        let mut seen = self
-            .global_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match slots {
-            Some(slots) => seen.insert(shard, slots.clone()),
-            None => seen.remove(&shard),
-        };
-    }
-
-    /// Remember the global slot this send just claimed as taken.
-    fn saw_claimed(&self, known: &Known, claims: &[(SendLimit, SlotClaim)]) {
-        let Some((shard, slots)) = &known.global else {
-            return;
-        };
-        for (_, claim) in claims.iter().filter(|(l, _)| *l == SendLimit::Global) {
-            let mut slots = slots.clone();
-            if let Some(at) = slots.0.get_mut(claim.slot as usize) {
-                *at = Some(claim.at);
-            }
-            self.saw_shard(*shard, Some(&slots));
+        if let (Some(found), Some((_, limit, _))) = (items.ip, ip) {
+            known.ip = Some(found.unwrap_or_else(|| Slots::empty(limit)));
         }
+        for (shard, found) in items.shards {
+            known.global.shard_read(shard, global.quota(shard), found);
+        }
+        global.remember(&known.global);
+        Ok(())
     }
 
     /// Publish, retrying only what cannot send twice: a throttled answer, or a
@@ -436,18 +414,22 @@ impl OtpSend {
     /// SNS refused the SMS: give every slot back and bring the previous code back
     /// (CONTRACT §3, §3b). One conditional write when nobody wrote in between; otherwise
     /// decide again from what the failed condition returned, taking back only our send.
+    /// The take-back is tagged, so a repeat of it (a lost answer) knows it is done.
     async fn take_back(&self, budget: &Budget, phone: &PhoneNumber, admitted: &Admitted) {
         let window = self.policy().window_secs;
+        let back_id = format!("{}.back", admitted.write_id);
         let mut first = Some(admitted.written.clone());
         let result = settle(budget, |known: Option<OtpState>| {
             let current = first.take().or(known);
+            let back_id = back_id.as_str();
             async move {
-                // No item any more: nothing to take back.
-                let Some(current) = current else {
+                // No item any more, or our take-back already in it: nothing to do.
+                let Some(current) = current.filter(|c| !c.wrote(back_id)) else {
                     return Ok(Round::Done(()));
                 };
-                let restored =
-                    current.without_send(admitted.sent_at, &admitted.code_id, &admitted.before);
+                let restored = current
+                    .without_send(admitted.sent_at, &admitted.code_id, &admitted.before)
+                    .tagged(back_id);
                 let expect = Expect::Version(current.version.unwrap_or_default());
                 let now = self.clock.now();
                 Ok(
@@ -457,11 +439,10 @@ impl OtpSend {
                     )
                     .await?
                     {
-                        Conditional::Applied(()) => Round::Done(()),
-                        Conditional::Failed(found) => match found {
-                            Some(found) => Round::Lost(Some(found)),
-                            None => Round::Done(()),
-                        },
+                        Conditional::Applied(()) | Conditional::Failed(None) => Round::Done(()),
+                        Conditional::Failed(Some(found)) => Round::Lost(Some(found)),
+                        // The same write again: its condition tells whether it landed.
+                        Conditional::Held => Round::Lost(Some(current)),
                     },
                 )
             }
@@ -471,7 +452,14 @@ impl OtpSend {
             tracing::error!(phone = %phone, error = %crate::telemetry::chain(&err), "could not take back a refused send");
         }
         for claim in &admitted.claims {
-            if let Err(err) = within(budget, self.store.release_slot(claim)).await {
+            let released = settle(budget, |_: Option<()>| async {
+                Ok(match within(budget, self.store.release_slot(claim)).await? {
+                    Conditional::Applied(()) | Conditional::Failed(_) => Round::Done(()),
+                    Conditional::Held => Round::Lost(None),
+                })
+            })
+            .await;
+            if let Err(err) = released {
                 tracing::error!(budget = %claim.key.split('#').next().unwrap_or(""), error = %crate::telemetry::chain(&err), "could not give back a budget slot of a refused send");
             }
         }
@@ -487,26 +475,31 @@ struct SendRequest<'a> {
     test_code: Option<&'a OtpCode>,
 }
 
-/// What a round of admission has learned of the items it writes.
-#[derive(Debug, Clone, Default)]
+/// What a request's rounds of admission have learned of the items they write.
+#[derive(Debug, Default)]
 struct Known {
     /// `None`: assume no live state.
     phone: Option<OtpState>,
-    /// `None`: assume every slot free.
+    /// `phone` was read in this request, or a write's condition on it held.
+    phone_read: bool,
+    /// The IP's slots as read in this request; `None`: assume every slot free.
     ip: Option<Slots>,
-    /// The global shard last tried, as it stood.
-    global: Option<(u32, Slots)>,
-    /// Global shards found full.
-    full_shards: Vec<u32>,
+    /// The global budget as this request has seen it.
+    global: View,
+    /// This request's earlier writes, each of which may have been applied with its
+    /// answer lost (CONTRACT §1).
+    attempts: Vec<Admitted>,
 }
 
-enum Claim {
-    /// The budget does not apply (off, a test number, or no source IP).
-    None,
-    Slot(SlotClaim),
-    Full {
-        retry_after_secs: u64,
-    },
+impl Known {
+    /// The earlier write of this request that the phone's state shows applied.
+    fn applied_attempt(&self) -> Option<Admitted> {
+        let state = self.phone.as_ref()?;
+        self.attempts
+            .iter()
+            .find(|a| state.wrote(&a.write_id))
+            .cloned()
+    }
 }
 
 enum Admission {
@@ -515,9 +508,12 @@ enum Admission {
 }
 
 /// A send written to the store, before its SMS goes out.
+#[derive(Debug, Clone)]
 struct Admitted {
     code: OtpCode,
     code_id: String,
+    /// The id its OTP write carries (`OtpState::writes`).
+    write_id: String,
     /// The state as written, and as it was before.
     written: OtpState,
     before: OtpState,
@@ -527,18 +523,6 @@ struct Admitted {
     /// Budgets that would have refused it, in record-only mode.
     recorded: Vec<SendLimit>,
 }
-
-fn shard_of(key: &str) -> u32 {
-    key.rsplit('#')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The global budget's window: an hour.
-const GLOBAL_WINDOW_SECS: u64 = 3600;
-/// Global shards tried before a send is refused for the global budget.
-const GLOBAL_SHARD_TRIES: u32 = 3;
 
 /// Tries of one SMS that SNS throttled or could not be reached for.
 const SNS_ATTEMPTS: u32 = 3;

@@ -68,14 +68,17 @@ impl OtpVerify {
                 .phone(&phone)
                 .source_ip(ip.as_ref().map(SourceIp::as_str))
         };
-        settle(&budget, |_: Option<()>| {
-            self.verify_round(&budget, &secret, &phone, &code, &audit)
+        settle(&budget, |tried: Option<Tried>| {
+            self.verify_round(&budget, &secret, &phone, &code, &audit, tried.unwrap_or_default())
         })
         .await
     }
 
     /// One round: read the phone's code and user (one batched request), then count a
-    /// wrong try or consume the code and open the session (one transaction).
+    /// wrong try or consume the code and open the session (one transaction). A round
+    /// after a lost race first looks for its request's earlier writes (CONTRACT §1: one
+    /// whose answer was lost may have been applied): a wrong try is counted once, and a
+    /// login that happened answers its tokens.
     async fn verify_round<'a>(
         &self,
         budget: &Budget,
@@ -83,12 +86,23 @@ impl OtpVerify {
         phone: &PhoneNumber,
         code: &OtpCode,
         audit: &impl Fn(AuditEvent) -> Audit<'a>,
-    ) -> Result<Round<(), Value>, AuthError> {
+        mut tried: Tried,
+    ) -> Result<Round<Tried, Value>, AuthError> {
         let pepper = secret
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
         let now = self.clock.now();
-        let (state, existing_sub) = within(budget, self.store.load_login(phone)).await?;
+        let opened = tried.login.as_ref().map(|l| &l.session.id);
+        let login = within(budget, self.store.load_login(phone, opened)).await?;
+        if login.opened
+            && let Some(prepared) = tried.login.take()
+        {
+            return Ok(Round::Done(self.logged_in(prepared, audit, now)));
+        }
+        if let Some((_, wrong)) = tried.wrong.iter().find(|(id, _)| login.otp.wrote(id)) {
+            return Err(wrong.answer(audit, now));
+        }
+        let state = login.otp;
         let version = state.version.unwrap_or_default();
         match state.check(
             now,
@@ -117,8 +131,15 @@ impl OtpVerify {
                 burned,
                 guesses_exhausted,
             } => {
+                let wrong = WrongCode {
+                    attempts_left,
+                    burned,
+                    guesses_exhausted,
+                };
+                let write_id = random_id(&self.rng).map_err(rng_failed)?;
                 // Conditioned on the version read: concurrent wrong tries each count.
                 let window = self.policy.send_window_secs;
+                let next = next.tagged(&write_id);
                 match within(
                     budget,
                     self.store
@@ -126,66 +147,149 @@ impl OtpVerify {
                 )
                 .await?
                 {
-                    Conditional::Applied(()) => {
-                        audit(AuditEvent::OtpVerifyFailed)
-                            .reason("wrong_code")
-                            .count("attemptsLeft", u64::from(attempts_left))
-                            .emit(now);
-                        if burned {
-                            audit(AuditEvent::OtpBurned).emit(now);
-                        }
-                        if guesses_exhausted {
-                            audit(AuditEvent::GuessBudgetExhausted).emit(now);
-                        }
-                        Err(AuthError::InvalidCode { attempts_left })
+                    Conditional::Applied(()) => Err(wrong.answer(audit, now)),
+                    // A repeat of this very write (the SDK's retry after a lost answer).
+                    Conditional::Failed(Some(found)) if found.wrote(&write_id) => {
+                        Err(wrong.answer(audit, now))
                     }
-                    Conditional::Failed(_) => Ok(Round::Lost(None)),
+                    Conditional::Failed(_) | Conditional::Held => {
+                        tried.wrong.push((write_id, wrong));
+                        Ok(Round::Lost(Some(tried)))
+                    }
                 }
             }
             VerifyOutcome::Accepted => {
-                let sub = match &existing_sub {
-                    Some(sub) => sub.clone(),
-                    None => random_id(&self.rng).map_err(rng_failed)?,
+                // One login per request, kept across rounds so that a round after a lost
+                // answer can find its session. Prepared again only if another login
+                // created the phone's user meanwhile (then ours was not applied: a login
+                // that was would have made the user's `sub` ours).
+                let prepared = match tried.login.take() {
+                    Some(prepared)
+                        if login.sub.as_ref().is_none_or(|sub| *sub == prepared.session.sub) =>
+                    {
+                        prepared
+                    }
+                    _ => self.prepare_login(secret, phone, login.sub.as_deref(), now)?,
                 };
-                let id = SessionId::generate(&self.rng).map_err(rng_failed)?;
-                let refresh = RefreshToken::generate(&self.rng, &id).map_err(rng_failed)?;
-                let session = Session::start(
-                    id,
-                    sub,
-                    phone.e164().to_owned(),
-                    &refresh,
-                    now,
-                    u64::from(self.tokens.session_max_seconds.get()),
-                    u64::from(self.tokens.refresh_ttl_seconds.get()),
-                );
-                // Sign before consuming the code: a signing failure must not burn it.
-                let access = self.issuer.issue(secret, &self.rng, now, &session)?;
                 match within(
                     budget,
-                    self.store.complete_login(phone, version, now, &session),
+                    self.store
+                        .complete_login(phone, version, now, &prepared.session),
                 )
                 .await
                 {
-                    Ok(()) => {
-                        audit(AuditEvent::LoginSucceeded)
-                            .user(&session.sub)
-                            .session(session.id.as_str())
-                            .count("firstLogin", u64::from(existing_sub.is_none()))
-                            .emit(now);
-                        Ok(Round::Done(token_pair(
-                            access,
-                            refresh.expose(),
-                            self.issuer.access_ttl_seconds(),
-                        )))
-                    }
+                    Ok(()) => Ok(Round::Done(self.logged_in(prepared, audit, now))),
                     // Another verify, a wrong try or a new send got there first, or a
                     // transaction held one of the items (`TransactionConflict`).
-                    Err(StoreError::Conflict) => Ok(Round::Lost(None)),
+                    Err(StoreError::Conflict) => {
+                        tried.login = Some(prepared);
+                        Ok(Round::Lost(Some(tried)))
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
         }
     }
+
+    /// A new session for the phone's user (`sub`: a new user if none), its first
+    /// refresh token, and its access token, signed before the code is consumed: a
+    /// signing failure must not burn it.
+    fn prepare_login(
+        &self,
+        secret: &AuthSecret,
+        phone: &PhoneNumber,
+        sub: Option<&str>,
+        now: crate::domain::UnixMillis,
+    ) -> Result<Prepared, AuthError> {
+        let (sub, first_login) = match sub {
+            Some(sub) => (sub.to_owned(), false),
+            None => (random_id(&self.rng).map_err(rng_failed)?, true),
+        };
+        let id = SessionId::generate(&self.rng).map_err(rng_failed)?;
+        let refresh = RefreshToken::generate(&self.rng, &id).map_err(rng_failed)?;
+        let session = Session::start(
+            id,
+            sub,
+            phone.e164().to_owned(),
+            &refresh,
+            now,
+            u64::from(self.tokens.session_max_seconds.get()),
+            u64::from(self.tokens.refresh_ttl_seconds.get()),
+        );
+        let access = self.issuer.issue(secret, &self.rng, now, &session)?;
+        Ok(Prepared {
+            session,
+            refresh,
+            access,
+            first_login,
+        })
+    }
+
+    fn logged_in<'a>(
+        &self,
+        prepared: Prepared,
+        audit: &impl Fn(AuditEvent) -> Audit<'a>,
+        now: crate::domain::UnixMillis,
+    ) -> Value {
+        audit(AuditEvent::LoginSucceeded)
+            .user(&prepared.session.sub)
+            .session(prepared.session.id.as_str())
+            .count("firstLogin", u64::from(prepared.first_login))
+            .emit(now);
+        token_pair(
+            prepared.access,
+            prepared.refresh.expose(),
+            self.issuer.access_ttl_seconds(),
+        )
+    }
+}
+
+/// What a verify's earlier rounds wrote, each of which may have been applied with its
+/// answer lost.
+#[derive(Default)]
+struct Tried {
+    /// Wrong-code writes: the write's id and the answer it gives.
+    wrong: Vec<(String, WrongCode)>,
+    /// The login this request prepared, once the code was right.
+    login: Option<Prepared>,
+}
+
+/// A counted wrong code.
+struct WrongCode {
+    attempts_left: u32,
+    burned: bool,
+    guesses_exhausted: bool,
+}
+
+impl WrongCode {
+    /// Its audit lines and its answer.
+    fn answer<'a>(
+        &self,
+        audit: &impl Fn(AuditEvent) -> Audit<'a>,
+        now: crate::domain::UnixMillis,
+    ) -> AuthError {
+        audit(AuditEvent::OtpVerifyFailed)
+            .reason("wrong_code")
+            .count("attemptsLeft", u64::from(self.attempts_left))
+            .emit(now);
+        if self.burned {
+            audit(AuditEvent::OtpBurned).emit(now);
+        }
+        if self.guesses_exhausted {
+            audit(AuditEvent::GuessBudgetExhausted).emit(now);
+        }
+        AuthError::InvalidCode {
+            attempts_left: self.attempts_left,
+        }
+    }
+}
+
+/// A login ready to be stored: its session, first refresh token and access token.
+struct Prepared {
+    session: Session,
+    refresh: RefreshToken,
+    access: String,
+    first_login: bool,
 }
 
 impl Endpoint for OtpVerify {

@@ -69,8 +69,11 @@ impl TokenRefresh {
                 .source_ip(ip.as_ref().map(crate::domain::SourceIp::as_str))
                 .session(presented.session_id().as_str())
         };
+        // One rotation id per request, so that every round and every SDK retry of it
+        // recognises the rotation once it is applied (CONTRACT §1).
+        let rotation_id = random_id(&self.rng).map_err(rng_failed)?;
         settle(&budget, |_: Option<()>| {
-            self.refresh_round(&budget, &secret, key, &presented, &audit)
+            self.refresh_round(&budget, &secret, key, &presented, &rotation_id, &audit)
         })
         .await
     }
@@ -83,12 +86,12 @@ impl TokenRefresh {
         secret: &AuthSecret,
         key: &ChainKey,
         presented: &RefreshToken,
+        rotation_id: &str,
         audit: &impl Fn(AuditEvent) -> Audit<'a>,
     ) -> Result<Round<(), Value>, AuthError> {
         let sid = presented.session_id();
         let now = self.clock.now();
         let next = presented.successor(key);
-        let rotation_id = random_id(&self.rng).map_err(rng_failed)?;
         let ttl = u64::from(self.tokens.refresh_ttl_seconds.get());
         let grace_millis = u64::from(self.tokens.refresh_reuse_grace_seconds).saturating_mul(1000);
         // Only `current_hash`, `token_expires_at` and `rotation_id` of the new chain are
@@ -98,7 +101,7 @@ impl TokenRefresh {
             generation: 0,
             rotated_at: now,
             token_expires_at: now.plus_secs(ttl),
-            rotation_id: Some(rotation_id.clone()),
+            rotation_id: Some(rotation_id.to_owned()),
         };
         let outcome = within(
             budget,
@@ -115,9 +118,11 @@ impl TokenRefresh {
                 session
             }
             Conditional::Failed(None) => return Err(AuthError::InvalidRefreshToken),
+            // A transaction held the session: the same rotation again.
+            Conditional::Held => return Ok(Round::Lost(None)),
             // This very rotation, applied by an attempt whose answer was lost.
             Conditional::Failed(Some(session))
-                if session.chain.rotation_id.as_deref() == Some(rotation_id.as_str()) =>
+                if session.chain.rotation_id.as_deref() == Some(rotation_id) =>
             {
                 session
             }
@@ -134,9 +139,17 @@ impl TokenRefresh {
                         audit(AuditEvent::RefreshReuseDetected)
                             .user(&session.sub)
                             .emit(now);
-                        let revoked = within(budget, self.store.revoke_session(sid, now, None))
-                            .await?
-                            == Conditional::Applied(());
+                        let revoked = match within(
+                            budget,
+                            self.store.revoke_session(sid, now, None, rotation_id),
+                        )
+                        .await?
+                        {
+                            Conditional::Applied(()) => true,
+                            Conditional::Failed(_) => false,
+                            // A transaction held the session: decide again, and revoke.
+                            Conditional::Held => return Ok(Round::Lost(None)),
+                        };
                         if revoked {
                             audit(AuditEvent::SessionRevoked)
                                 .user(&session.sub)

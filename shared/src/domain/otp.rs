@@ -131,7 +131,14 @@ pub struct OtpState {
     pub idempotency: Option<IdempotentSend>,
     /// Bumped by every write; `None` while no item exists.
     pub version: Option<u64>,
+    /// Ids of the item's last writes, newest first (at most [`WRITES_KEPT`]), so that a
+    /// write whose answer was lost, and its retry, recognise their own effect (CONTRACT §1).
+    pub writes: Vec<String>,
 }
+
+/// How many write ids an OTP item keeps: a retry comes within seconds, while at most a
+/// few other writes (a send, a wrong code) can land on one phone in between.
+pub const WRITES_KEPT: usize = 4;
 
 /// Per-phone send and guess limits, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -291,6 +298,19 @@ impl GuessPolicy {
 }
 
 impl OtpState {
+    /// This state, to be written by the write `id`.
+    #[must_use]
+    pub fn tagged(mut self, id: &str) -> Self {
+        self.writes.insert(0, id.to_owned());
+        self.writes.truncate(WRITES_KEPT);
+        self
+    }
+
+    /// Whether the write `id` is one of the item's last writes.
+    pub fn wrote(&self, id: &str) -> bool {
+        self.writes.iter().any(|w| w == id)
+    }
+
     /// The version a write of this state's successor at `now` carries. A phone's first
     /// item (or one replacing an item whose TTL has passed) starts at `now` in
     /// milliseconds, not at 1, so a writer still holding a version of an earlier, expired
@@ -360,6 +380,7 @@ impl OtpState {
             code: Some(code),
             wrong: policy.guesses.in_window(&self.wrong, now),
             version: self.next_version(now),
+            writes: self.writes.clone(),
         })
     }
 
@@ -388,6 +409,7 @@ impl OtpState {
             idempotency,
             wrong: self.wrong.clone(),
             version: self.next_version(sent_at),
+            writes: self.writes.clone(),
         }
     }
 
@@ -429,6 +451,7 @@ impl OtpState {
                 wrong,
                 idempotency: self.idempotency.clone(),
                 version: self.next_version(now),
+                writes: self.writes.clone(),
             },
             attempts_left: code_left.min(guesses_left),
             burned: code_left == 0,

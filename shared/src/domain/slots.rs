@@ -1,5 +1,6 @@
 //! A sliding-window budget kept as a fixed set of slots (CONTRACT §3b: the per-IP and
-//! the global send budgets).
+//! the global send budgets; how the global one is sharded and decided is
+//! `global_budget`).
 //!
 //! A budget of `limit` sends per window is `limit` slots, each holding the time of the
 //! send that last claimed it. A send claims a slot whose send has left the window (or
@@ -55,23 +56,7 @@ impl Slots {
     }
 }
 
-/// How a global hourly budget is spread over shard items, so that no single DynamoDB
-/// partition takes every send: `limit` split into shards of at most
-/// [`GLOBAL_SHARD_SLOTS`] slots, the quotas adding up to exactly `limit`. 80 slots keep a
-/// full shard under 1 KB (about 11 bytes a slot), so claiming a slot stays one write
-/// unit, two in the send's transaction (shared/tests/capacity.rs).
-pub const GLOBAL_SHARD_SLOTS: u32 = 80;
-
-/// The quota of each shard of a global budget of `limit`.
-pub fn shard_quotas(limit: u32) -> Vec<u32> {
-    if limit == 0 {
-        return Vec::new();
-    }
-    let shards = limit.div_ceil(GLOBAL_SHARD_SLOTS);
-    let (base, extra) = (limit / shards, limit % shards);
-    (0..shards).map(|i| base + u32::from(i < extra)).collect()
-}
-
+/// A random index below `n` (0 if `n` is 0 or the random source fails).
 /// A random index below `n` (0 if `n` is 0 or the random source fails).
 pub fn random_below(n: u32, rng: &dyn SecureRandom) -> u32 {
     let mut bytes = [0u8; 4];
@@ -101,15 +86,5 @@ mod tests {
                 .pick(t0, 60, &SystemRandom::new())
                 .is_some_and(|i| i < 5)
         );
-    }
-
-    #[test]
-    fn shard_quotas_add_up_to_the_limit_and_stay_small() {
-        for limit in [1, 50, 100, 101, 999, 3000, 12_345] {
-            let quotas = shard_quotas(limit);
-            assert_eq!(quotas.iter().sum::<u32>(), limit, "{limit}");
-            assert!(quotas.iter().all(|q| *q >= 1 && *q <= GLOBAL_SHARD_SLOTS));
-        }
-        assert!(shard_quotas(0).is_empty());
     }
 }
