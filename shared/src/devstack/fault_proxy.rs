@@ -60,6 +60,8 @@ pub enum Fault {
     Stall(Duration),
     /// Forward the request (so it takes effect: the item is written, the SMS published),
     /// then hold the answer this long before returning it: an answer that comes too late.
+    /// The forwarded request runs to its end even when the client gives up first (an
+    /// attempt timeout closes its connection), as a request that reached AWS does.
     SlowAnswer(Duration),
     /// Close the connection at once without answering.
     Refuse,
@@ -69,6 +71,16 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// DynamoDB's `TransactionConflictException` (HTTP 400) for a single-item write
+    /// (PutItem, UpdateItem, DeleteItem) that met an item held by a transaction.
+    pub fn transaction_conflict() -> Self {
+        Self::Error {
+            status: 400,
+            code: "TransactionConflictException".into(),
+            message: "Transaction is ongoing for the item".into(),
+        }
+    }
+
     /// A cancelled transaction with these reason codes, one per item.
     pub fn transaction_canceled<I, S>(reasons: I) -> Self
     where
@@ -427,9 +439,18 @@ async fn handle(
         }
         Fault::Refuse => Err("fault proxy: refused".into()),
         Fault::SlowAnswer(hold) => {
-            let answer = state
-                .forward(Some(&call.operation), Request::from_parts(parts, body))
-                .await;
+            // Its own task: hyper drops this future when the client hangs up, and the
+            // request must still reach moto and take effect.
+            let forwarding = {
+                let state = Arc::clone(&state);
+                let operation = call.operation.clone();
+                tokio::spawn(async move {
+                    state
+                        .forward(Some(&operation), Request::from_parts(parts, body))
+                        .await
+                })
+            };
+            let answer = forwarding.await?;
             tokio::time::sleep(hold).await;
             answer
         }

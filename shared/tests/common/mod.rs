@@ -261,6 +261,8 @@ impl Stack {
     }
 }
 
+pub mod proxied;
+
 /// `events/<name>.json` as JSON.
 pub fn sample_event(name: &str) -> Value {
     let path = devstack::workspace_root()

@@ -1,0 +1,125 @@
+//! The four POST endpoints with every AWS call of theirs going through a fault proxy in
+//! front of the local stack, and requests that carry a Lambda deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use foodsave_auth::adapters::{AuthSecret, DynamoDbStore, SecretCache, SnsSmsSender};
+use foodsave_auth::api::logout::Logout;
+use foodsave_auth::api::otp_send::OtpSend;
+use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::token_refresh::TokenRefresh;
+use foodsave_auth::config::{OtpConfig, TokenConfig};
+use foodsave_auth::devstack::fault_proxy::FaultProxy;
+use foodsave_auth::ports::Clock;
+use lambda_http::{Context, RequestExt};
+use serde_json::{Value, json};
+
+use super::{Answer, Stack, call, event_request};
+
+/// The four POST endpoints, every AWS call of theirs going through `proxy`.
+pub struct Proxied {
+    pub proxy: FaultProxy,
+    pub send: OtpSend,
+    pub verify: OtpVerify,
+    pub refresh: TokenRefresh,
+    pub logout: Logout,
+}
+
+pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
+    let proxy = FaultProxy::start(&stack.endpoint).await.unwrap();
+    let aws: SdkConfig = proxy.sdk_config().await;
+    let store = || DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), &stack.table);
+    let env = stack.env(extra);
+    let clock: Arc<dyn Clock> = stack.clock.clone();
+    let otp = OtpConfig::load(&env).unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    let secret = |parse: fn(&str) -> Result<AuthSecret, String>| {
+        SecretCache::load(sm.clone(), stack.secret_id.clone(), parse, clock.clone())
+    };
+    let sms = SnsSmsSender::new(&SnsSmsSender::client(&aws), None);
+    let send = OtpSend::new(
+        store(),
+        sms,
+        secret(AuthSecret::parse_pepper_only).await.unwrap(),
+        otp,
+        clock.clone(),
+    );
+    let verify = OtpVerify::new(
+        store(),
+        secret(AuthSecret::parse).await.unwrap(),
+        OtpConfig::verify_policy(&env).unwrap(),
+        TokenConfig::load(&env).unwrap(),
+        clock.clone(),
+    );
+    let refresh = TokenRefresh::new(
+        store(),
+        secret(AuthSecret::parse).await.unwrap(),
+        TokenConfig::load(&env).unwrap(),
+        clock.clone(),
+    );
+    let logout = Logout::new(
+        store(),
+        secret(AuthSecret::parse_pepper_only).await.unwrap(),
+        clock,
+    );
+    Proxied {
+        proxy,
+        send,
+        verify,
+        refresh,
+        logout,
+    }
+}
+
+/// A request as Lambda hands it over: with the invocation's deadline `left` from now.
+pub fn request(event: &str, body: &Value, left: Duration) -> lambda_http::Request {
+    let mut context = Context::default();
+    let now = foodsave_auth::clock::SystemClock.now().as_millis();
+    context.deadline = now + u64::try_from(left.as_millis()).unwrap();
+    event_request(event, Some(&body.to_string())).with_lambda_context(context)
+}
+
+pub async fn post<E: foodsave_auth::api::Endpoint>(endpoint: &E, event: &str, body: &Value) -> Answer {
+    call(endpoint, request(event, body, Duration::from_secs(10))).await
+}
+
+pub fn assert_unavailable(answer: &Answer) {
+    assert_eq!(
+        (answer.status, answer.code()),
+        (503, "SERVICE_UNAVAILABLE"),
+        "{}",
+        answer.body
+    );
+    let wait: u64 = answer.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait));
+    assert_eq!(answer.body["retryAfterSeconds"].as_u64(), Some(wait));
+}
+
+pub async fn sent_code(stack: &Stack, phone: &str) -> String {
+    stack.last_code(phone).await
+}
+
+pub async fn login(stack: &Stack, p: &Proxied, phone: &str) -> Answer {
+    assert_eq!(
+        post(&p.send, "otp-send", &json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let code = sent_code(stack, phone).await;
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer
+}
+
+pub fn refresh_body(answer: &Answer) -> Value {
+    json!({ "refreshToken": answer.body["refreshToken"] })
+}
+
