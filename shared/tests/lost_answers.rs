@@ -57,7 +57,11 @@ fn slots_used(item: Option<&Item>) -> usize {
 }
 
 async fn wrong_code(p: &Proxied, phone: &str, right: &str) -> common::Answer {
-    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
     post(
         &p.verify,
         "otp-verify",
@@ -87,7 +91,11 @@ async fn a_right_code_whose_answer_came_late_logs_in_and_its_session_works() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(p.proxy.count("TransactWriteItems"), 2, "the SDK sent it again");
+    assert_eq!(
+        p.proxy.count("TransactWriteItems"),
+        2,
+        "the SDK sent it again"
+    );
     let next = post(&p.refresh, "token-refresh", &refresh_body(&answer)).await;
     assert_eq!(next.status, 200, "{}", next.body);
 }
@@ -141,7 +149,11 @@ async fn a_wrong_code_whose_answer_came_late_counts_once() {
         "{}",
         answer.body
     );
-    assert_eq!(p.proxy.count("PutItem"), 3, "send, the late write and its repeat");
+    assert_eq!(
+        p.proxy.count("PutItem"),
+        3,
+        "send, the late write and its repeat"
+    );
     let otp = item(&stack, &format!("PHONE#{phone}")).await.unwrap();
     assert_eq!(list_len(&otp, "wrong"), 1);
     assert_eq!(otp["attempts"], AttributeValue::N("1".into()));
@@ -249,7 +261,9 @@ async fn a_send_with_budgets_whose_answer_came_late_claims_one_slot_of_each() {
     let used = |prefix: &str| -> usize {
         items
             .iter()
-            .filter(|i| matches!(i.get("pk"), Some(AttributeValue::S(pk)) if pk.starts_with(prefix)))
+            .filter(
+                |i| matches!(i.get("pk"), Some(AttributeValue::S(pk)) if pk.starts_with(prefix)),
+            )
             .map(|i| slots_used(Some(i)))
             .sum()
     };

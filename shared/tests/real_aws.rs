@@ -13,9 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxied::{
-    assert_unavailable, login, post, proxied, refresh_body, request, sent_code,
-};
+use common::proxied::{assert_unavailable, login, post, proxied, refresh_body, request, sent_code};
 use common::{Stack, call, random_phone};
 use foodsave_auth::devstack::fault_proxy::{Fault, FaultProxy, Times};
 use foodsave_auth::devstack::lambda_runtime;

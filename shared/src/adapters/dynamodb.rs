@@ -42,9 +42,9 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
+use crate::domain::global_budget::shard_key;
 use crate::domain::otp::{ActiveCode, IdempotentSend};
 use crate::domain::session::{Chain, SessionId};
-use crate::domain::global_budget::shard_key;
 use crate::domain::slots::Slots;
 use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, SourceIp, UnixMillis};
 use crate::ports::{Conditional, StoreError};
@@ -325,10 +325,7 @@ impl DynamoDbStore {
         phone: &PhoneNumber,
         opened: Option<&SessionId>,
     ) -> Result<Login, StoreError> {
-        let mut keys = vec![
-            key(phone_pk(phone), SK_OTP),
-            key(phone_pk(phone), SK_USER),
-        ];
+        let mut keys = vec![key(phone_pk(phone), SK_OTP), key(phone_pk(phone), SK_USER)];
         if let Some(sid) = opened {
             keys.push(key(session_pk(sid), SK_SESSION));
         }
@@ -546,10 +543,7 @@ impl DynamoDbStore {
     /// that send. One request; a slot already given back or reused is left alone
     /// ([`Conditional::Failed`]). A repeat cannot give back another send's claim: a
     /// later claim of the slot holds a later time than this send's.
-    pub async fn release_slot(
-        &self,
-        claim: &SlotClaim,
-    ) -> Result<Conditional<(), ()>, StoreError> {
+    pub async fn release_slot(&self, claim: &SlotClaim) -> Result<Conditional<(), ()>, StoreError> {
         let result = self
             .client
             .update_item()
@@ -738,21 +732,23 @@ impl DynamoDbStore {
                 .expression_attribute_values(":cur", s(hash)),
             None => update.condition_expression(format!("attribute_exists(pk) AND {live}")),
         };
-        Ok(match single_write(update.send().await, update_item_found)? {
-            Conditional::Applied(_) => Conditional::Applied(()),
-            Conditional::Failed(Some(item))
-                if get_opt_s(&item, "revokedBy")?.as_deref() == Some(write_id) =>
-            {
-                Conditional::Applied(())
-            }
-            Conditional::Failed(found) => Conditional::Failed(
-                found
-                    .as_ref()
-                    .map(|i| session_from_item(i, sid))
-                    .transpose()?,
-            ),
-            Conditional::Held => Conditional::Held,
-        })
+        Ok(
+            match single_write(update.send().await, update_item_found)? {
+                Conditional::Applied(_) => Conditional::Applied(()),
+                Conditional::Failed(Some(item))
+                    if get_opt_s(&item, "revokedBy")?.as_deref() == Some(write_id) =>
+                {
+                    Conditional::Applied(())
+                }
+                Conditional::Failed(found) => Conditional::Failed(
+                    found
+                        .as_ref()
+                        .map(|i| session_from_item(i, sid))
+                        .transpose()?,
+                ),
+                Conditional::Held => Conditional::Held,
+            },
+        )
     }
 
     // ---- helpers -----------------------------------------------------------------------

@@ -86,9 +86,7 @@ impl From<StoreError> for AuthError {
             StoreError::Unavailable(_) | StoreError::Conflict => {
                 AuthError::unavailable("dynamodb", err)
             }
-            StoreError::Corrupt(_) | StoreError::Other(_) => {
-                AuthError::internal("dynamodb", err)
-            }
+            StoreError::Corrupt(_) | StoreError::Other(_) => AuthError::internal("dynamodb", err),
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::adapters::{AuthSecret, DynamoDbStore, SnsSmsSender};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{AbuseMode, Env, OtpConfig, StoreConfig};
-use crate::domain::otp::{ActiveCode, SendLimit, SendPolicy};
 use crate::domain::global_budget::{self, Choice, GlobalBudget, View, shard_key};
+use crate::domain::otp::{ActiveCode, SendLimit, SendPolicy};
 use crate::domain::slots::Slots;
 use crate::domain::{
     AuthError, CodeMac, OtpCode, OtpState, PhoneNumber, SendOutcome, SourceIp, UnixMillis,
@@ -453,10 +453,12 @@ impl OtpSend {
         }
         for claim in &admitted.claims {
             let released = settle(budget, |_: Option<()>| async {
-                Ok(match within(budget, self.store.release_slot(claim)).await? {
-                    Conditional::Applied(()) | Conditional::Failed(_) => Round::Done(()),
-                    Conditional::Held => Round::Lost(None),
-                })
+                Ok(
+                    match within(budget, self.store.release_slot(claim)).await? {
+                        Conditional::Applied(()) | Conditional::Failed(_) => Round::Done(()),
+                        Conditional::Held => Round::Lost(None),
+                    },
+                )
             })
             .await;
             if let Err(err) = released {

@@ -69,7 +69,14 @@ impl OtpVerify {
                 .source_ip(ip.as_ref().map(SourceIp::as_str))
         };
         settle(&budget, |tried: Option<Tried>| {
-            self.verify_round(&budget, &secret, &phone, &code, &audit, tried.unwrap_or_default())
+            self.verify_round(
+                &budget,
+                &secret,
+                &phone,
+                &code,
+                &audit,
+                tried.unwrap_or_default(),
+            )
         })
         .await
     }
@@ -165,7 +172,10 @@ impl OtpVerify {
                 // that was would have made the user's `sub` ours).
                 let prepared = match tried.login.take() {
                     Some(prepared)
-                        if login.sub.as_ref().is_none_or(|sub| *sub == prepared.session.sub) =>
+                        if login
+                            .sub
+                            .as_ref()
+                            .is_none_or(|sub| *sub == prepared.session.sub) =>
                     {
                         prepared
                     }

@@ -6,8 +6,10 @@ use secrecy::SecretSlice;
 use crate::adapters::DynamoDbStore;
 use crate::adapters::dynamodb::Expect;
 use crate::domain::error::BoxError;
+use crate::domain::global_budget::{WINDOW_SECS, shard_key, shard_quotas};
 use crate::domain::otp::ActiveCode;
 use crate::domain::session::SessionId;
+use crate::domain::slots::Slots;
 use crate::domain::{
     CodeMac, OtpCode, OtpState, PhoneNumber, RefreshToken, Session, UnixMillis, random_id,
 };
@@ -53,6 +55,28 @@ pub async fn seed_session(
         3600,
     );
     store.insert_session(&session).await?;
+    Ok(())
+}
+
+/// A global SMS budget of `limit` an hour spent as if every send had gone out at `at`,
+/// but for `free` slots (spread over the shards, one shard after another): its shard
+/// items written directly, as the budget lays them out (`domain::global_budget`), so a
+/// test can reach the template's default size without sending that many SMS.
+pub async fn fill_global_budget(
+    store: &DynamoDbStore,
+    limit: u32,
+    at: UnixMillis,
+    free: u32,
+) -> Result<(), BoxError> {
+    let quotas = shard_quotas(limit);
+    let shards = u32::try_from(quotas.len()).unwrap_or(u32::MAX).max(1);
+    for (shard, quota) in (0u32..).zip(quotas) {
+        let left = free / shards + u32::from(shard < free % shards);
+        let slots = Slots((0..quota).map(|i| (i >= left).then_some(at)).collect());
+        store
+            .write_slots(&shard_key(shard), &slots, WINDOW_SECS)
+            .await?;
+    }
     Ok(())
 }
 

@@ -30,12 +30,13 @@
 //!   send and never makes a round repeat.
 //! - A claim that lost to a full shard (or to a transaction holding it) is followed by
 //!   one read of every shard not read yet, so the next round decides from the whole
-//!   budget; one that lost a slot to another send in a shard with room takes another
-//!   of that shard's free slots.
-//! - After two lost claims a send refuses if the free slots it read add up to at most a
-//!   tenth of the limit (the contract allows refusing that early), with a wait of one
-//!   second. At the edge of the budget, where many sends race for its last slots, that
-//!   bounds a refused send at three requests: claim, read, claim.
+//!   budget; a first claim that lost a slot to another send in a shard with room takes
+//!   another of that shard's free slots, and a second lost claim reads the rest.
+//! - After two lost claims, with the whole budget read, a send refuses if the free slots
+//!   it read add up to at most a tenth of the limit (the contract allows refusing that
+//!   early), with a wait of one second. At the edge of the budget, where many sends race
+//!   for its last slots, a refused send so costs three requests (claim, read, claim; or
+//!   claim, claim, read) unless more than a tenth of the limit is still free.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -183,30 +184,34 @@ impl GlobalBudget {
         }
         let free = free_count(view.read.iter().map(|(s, slots)| (*s, slots)), now);
         let unread = self.unread(view);
-        if free > 0 {
-            if unread.is_empty()
-                && view.lost >= LOST_CLAIMS_BEFORE_EARLY_REFUSAL
-                && free.saturating_mul(100)
-                    <= u64::from(self.limit).saturating_mul(EARLY_REFUSAL_PERCENT)
-            {
-                return Choice::Full {
-                    retry_after_secs: 1,
-                };
-            }
-            if let Some(claim) = pick(
-                &view
-                    .read
-                    .iter()
-                    .map(|(s, slots)| (*s, slots.clone()))
-                    .collect::<Vec<_>>(),
-                now,
-                rng,
-            ) {
+        let claim_read = free > 0
+            && if unread.is_empty() {
+                // The whole budget read: refuse early only after two lost claims, and
+                // only with at most a tenth of the limit left.
+                !(view.lost >= LOST_CLAIMS_BEFORE_EARLY_REFUSAL
+                    && free.saturating_mul(100)
+                        <= u64::from(self.limit).saturating_mul(EARLY_REFUSAL_PERCENT))
+            } else {
+                // One more try in a shard with room; after that, read the rest.
+                view.lost < LOST_CLAIMS_BEFORE_EARLY_REFUSAL
+            };
+        if claim_read {
+            let read: Vec<(u32, Slots)> = view
+                .read
+                .iter()
+                .map(|(s, slots)| (*s, slots.clone()))
+                .collect();
+            if let Some(claim) = pick(&read, now, rng) {
                 return Choice::Claim(claim);
             }
         }
         if !unread.is_empty() {
             return Choice::Read(unread);
+        }
+        if free > 0 {
+            return Choice::Full {
+                retry_after_secs: 1,
+            };
         }
         // Every shard read in this request, none with a free slot.
         let first_free = view
@@ -398,6 +403,32 @@ mod tests {
         };
         assert_eq!(again.shard, claim.shard);
         assert_ne!(again.slot, claim.slot);
+    }
+
+    #[test]
+    fn a_second_lost_claim_reads_the_rest_of_the_budget() {
+        let rng = SystemRandom::new();
+        let budget = GlobalBudget::new(2000).unwrap();
+        let mut view = View::default();
+        let claim = ShardClaim {
+            shard: 7,
+            slot: 0,
+            quota: 80,
+        };
+        let mut roomy = full(80, NOW);
+        roomy.0[1] = None;
+        roomy.0[2] = None;
+        view.claim_lost(claim, Some(roomy.clone()));
+        let Choice::Claim(again) = budget.choose(&mut view, NOW, &rng) else {
+            panic!("one more try in the shard with room");
+        };
+        assert_eq!(again.shard, 7);
+        roomy.0[again.slot as usize] = Some(NOW);
+        view.claim_lost(again, Some(roomy));
+        let Choice::Read(rest) = budget.choose(&mut view, NOW, &rng) else {
+            panic!("then the rest is read");
+        };
+        assert_eq!(rest.len(), 24);
     }
 
     #[test]

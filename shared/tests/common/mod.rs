@@ -181,6 +181,27 @@ impl Stack {
         )
     }
 
+    /// A send function (a container of its own) whose DynamoDB requests are counted
+    /// apart from every other's: what each of its requests cost.
+    pub async fn otp_send_counted(&self, extra: &[(&str, &str)]) -> (OtpSend, RoundTrips) {
+        let trips = RoundTrips::default();
+        let ddb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.aws)
+                .interceptor(trips.clone())
+                .build(),
+        );
+        let otp = OtpConfig::load(&self.env(extra)).unwrap();
+        let sms = SnsSmsSender::new(&aws_sdk_sns::Client::new(&self.aws), None);
+        let send = OtpSend::new(
+            DynamoDbStore::new(ddb, &self.table),
+            sms,
+            self.secret_parsed_by(AuthSecret::parse_pepper_only).await,
+            otp,
+            self.clock(),
+        );
+        (send, trips)
+    }
+
     /// An SNS client whose endpoint refuses connections: every publish fails.
     pub fn unreachable_sns(&self) -> aws_sdk_sns::Client {
         aws_sdk_sns::Client::from_conf(

@@ -81,7 +81,11 @@ pub fn request(event: &str, body: &Value, left: Duration) -> lambda_http::Reques
     event_request(event, Some(&body.to_string())).with_lambda_context(context)
 }
 
-pub async fn post<E: foodsave_auth::api::Endpoint>(endpoint: &E, event: &str, body: &Value) -> Answer {
+pub async fn post<E: foodsave_auth::api::Endpoint>(
+    endpoint: &E,
+    event: &str,
+    body: &Value,
+) -> Answer {
     call(endpoint, request(event, body, Duration::from_secs(10))).await
 }
 
@@ -122,4 +126,3 @@ pub async fn login(stack: &Stack, p: &Proxied, phone: &str) -> Answer {
 pub fn refresh_body(answer: &Answer) -> Value {
     json!({ "refreshToken": answer.body["refreshToken"] })
 }
-
