@@ -3,10 +3,11 @@
 //! | item      | pk              | sk        | holds                                            |
 //! |-----------|-----------------|-----------|--------------------------------------------------|
 //! | OTP state | `PHONE#<e164>`  | `OTP`     | sends, active code MAC, tries, wrong guesses,    |
-//! |           |                 |           | idempotency key hash, version                    |
+//! |           |                 |           | idempotency key hash, version, last write ids    |
 //! | user      | `PHONE#<e164>`  | `USER`    | the stable opaque `sub`                          |
-//! | session   | `SESSION#<sid>` | `SESSION` | sub, phone, expiry, revocation, and the refresh  |
-//! |           |                 |           | chain: live token's hash, generation, rotatedAt  |
+//! | session   | `SESSION#<sid>` | `SESSION` | sub, phone, expiry, revocation (and its write    |
+//! |           |                 |           | id), and the refresh chain: live token's hash,   |
+//! |           |                 |           | generation, rotatedAt, the rotation's id         |
 //! | IP budget | `IP#<address>`  | `SENDS`   | slots `s0`…: time of the send holding each       |
 //! | global    | `GLOBAL#<n>`    | `SENDS`   | slots of shard n of the hourly SMS budget        |
 //!
@@ -22,11 +23,13 @@
 //! the item's `wids` (the last few), a rotation its `rotationId`, a revocation its
 //! `revokedBy`, a login the new session's random id, a slot claim the OTP write of its
 //! transaction. A repeat's condition refuses it, and the item it returns names the
-//! write that is already there. Requests per call on the common
-//! path: send 1 (a conditional put that also reads what it replaces; with the IP or
+//! write that is already there.
+//!
+//! Requests per call on the common path: send 1 (a conditional put that also reads what it replaces; with the IP or
 //! global budget on, one transaction that also claims their slots), verify 2 (batch
 //! get, transaction), refresh 1 (conditional update), logout 1 (conditional update; 2
 //! with a token the chain has rotated past). Refresh and logout never use a transaction.
+//! A send past a spent global budget: at most 3 (see `domain::global_budget`).
 //! User items carry no TTL: a user's `sub` must never change.
 
 use std::collections::HashMap;
