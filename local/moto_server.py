@@ -5,7 +5,8 @@ updates (seen here: 50 parallel conditional increments let 4 through instead of 
 500 parallel ADDs came out 499). Serving requests one at a time makes every
 DynamoDB condition exact, so the race tests mean what they say. A cancelled
 transaction rolls back the items it names rather than deep-copied tables (see
-snapshot_transactions_by_item).
+snapshot_transactions_by_item), and the AWSCURRENT label and moto's current version
+move together (move_current_with_its_label).
 
 Usage: moto_server.py [--host ADDRESS] [--port N] [--port-file PATH]
 Port 0 (the default) binds a free port; the chosen one is written to --port-file.
@@ -91,6 +92,32 @@ def snapshot_transactions_by_item() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def move_current_with_its_label() -> None:
+    """Keep moto's idea of the current secret version where the AWSCURRENT label is.
+
+    moto 5.2.5's UpdateSecretVersionStage moves the AWSCURRENT label but not the secret's
+    `default_version_id`, which PutSecretValue then relabels AWSPREVIOUS: after a rotation's
+    finishSecret, a plain PutSecretValue (an emergency revocation, an operator's edit)
+    leaves two versions labelled AWSCURRENT, and GetSecretValue may answer the older one.
+    Secrets Manager has one AWSCURRENT version at any time (the label names it).
+    """
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    original = SecretsManagerBackend.update_secret_version_stage
+
+    def update_secret_version_stage(
+        self, secret_id, version_stage, remove_from_version_id, move_to_version_id
+    ):
+        result = original(
+            self, secret_id, version_stage, remove_from_version_id, move_to_version_id
+        )
+        if version_stage == "AWSCURRENT" and move_to_version_id:
+            self.secrets[secret_id].default_version_id = move_to_version_id
+        return result
+
+    SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -99,6 +126,7 @@ def main() -> int:
     args = parser.parse_args()
 
     snapshot_transactions_by_item()
+    move_current_with_its_label()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(args.host, args.port, app, threaded=False)
     port = server.server_port

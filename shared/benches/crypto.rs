@@ -1,7 +1,9 @@
 //! The per-request crypto, alone: the floor under each function's CPU per warm request
 //! in BENCHMARKS.md. Code HMAC (every send, every verify), refresh-token SHA-256 and
 //! successor HMAC with the chain key derived per request (refresh, logout), and one RS256
-//! access token through the public `JwtIssuer::issue` (verify, refresh).
+//! access token through the public `JwtIssuer::issue` (verify, refresh). And the worst a
+//! request can buy: an invented refresh token naming a real, much-rotated session, which
+//! costs the whole bounded walk of its chain (`MAX_CHAIN_WALK`) before it is refused.
 //!
 //! `make bench` runs it before the cold-start bench, which reads the medians from
 //! `target/criterion/crypto/*/new/estimates.json` into BENCHMARKS.md.
@@ -16,7 +18,7 @@ use criterion::Criterion;
 use foodsave_auth::adapters::{AuthSecret, JwtIssuer};
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::config::TokenConfig;
-use foodsave_auth::domain::session::SessionId;
+use foodsave_auth::domain::session::{MAX_CHAIN_WALK, SessionId};
 use foodsave_auth::domain::{ChainKey, CodeMac, OtpCode, PhoneNumber, RefreshToken, Session};
 use foodsave_auth::keys::generate_signing_key;
 use foodsave_auth::ports::Clock;
@@ -59,6 +61,14 @@ fn main() -> Result<(), BoxError> {
         86_400,
         3600,
     );
+    // A session its owner has rotated far more often than the walk reaches, and a token
+    // with its id and bits of the attacker's choosing: every step of the walk is taken.
+    let mut rotated = session.clone();
+    rotated.chain.generation = 10 * MAX_CHAIN_WALK;
+    let invented = RefreshToken::generate(&rng, &rotated.id).map_err(|_| "rng")?;
+    if rotated.rotations_behind(&invented, &chain_key).is_some() {
+        return Err("an invented token was recognised".into());
+    }
     let issuer = JwtIssuer::new(TokenConfig::load(&|name: &str| {
         (name == "JWT_ISSUER").then(|| "https://api.foodsave.kz/api/v1/auth".to_owned())
     })?);
@@ -80,6 +90,9 @@ fn main() -> Result<(), BoxError> {
     });
     group.bench_function("refresh_token_successor", |b| {
         b.iter(|| black_box(&token).successor(black_box(&chain_key)));
+    });
+    group.bench_function("invented_refresh_token_walk", |b| {
+        b.iter(|| black_box(&rotated).rotations_behind(black_box(&invented), &chain_key));
     });
     group.bench_function("rs256_access_token", |b| {
         b.iter(|| issuer.issue(black_box(&secret), &rng, now, black_box(&session)));

@@ -11,7 +11,7 @@
 //! # The line
 //!
 //! ```json
-//! {"audit":"otp_send_refused","function":"otp-send","requestId":"…","phone":"+7700***4567",
+//! {"audit":"otp_send_refused","function":"otp-send","requestId":"…","phone":"+770******67",
 //!  "sourceIp":"203.0.113.7","sub":"…","sid":"…","reason":"ip","recordOnly":false,
 //!  "retryAfterSeconds":60,
 //!  "Event":"otp_send_refused","Function":"otp-send","Reason":"ip","Events":1,
@@ -50,7 +50,7 @@
 //! # What never appears
 //!
 //! No code, token, key, pepper or full phone number: the builder takes the phone as a
-//! [`PhoneNumber`] and writes only its `Display`, which masks it (`+7700***4567`); the
+//! [`PhoneNumber`] and writes only its `Display`, which masks it (`+770******67`); the
 //! session id (`sid`, also in every access token) and the user id (`sub`) are random ids
 //! that reveal nothing. The remaining strings (request id, source IP) are serialised as
 //! JSON strings, so no value can break the line or forge another.
@@ -196,7 +196,7 @@ impl<'a> Audit<'a> {
         self
     }
 
-    /// Written masked (`+7700***4567`), never in full.
+    /// Written masked (`+770******67`), never in full.
     pub fn phone(mut self, phone: &'a PhoneNumber) -> Self {
         self.phone = Some(phone);
         self
@@ -460,7 +460,7 @@ mod tests {
             "audit": "otp_send_refused",
             "function": "otp-send",
             "requestId": "req-1",
-            "phone": "+7701***6543",
+            "phone": "+770******43",
             "sourceIp": "203.0.113.7",
             "sub": "user-sub",
             "sid": "session-sid",
@@ -567,7 +567,7 @@ mod tests {
                 assert!(!haystack.contains(window), "{window} in {haystack}");
             }
             assert!(
-                haystack.contains("\"phone\":\"+7701***6543\""),
+                haystack.contains("\"phone\":\"+770******43\""),
                 "{haystack}"
             );
         }

@@ -37,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::adapters::AuthSecret;
-use crate::adapters::secrets::{SECRET_REFRESH_SECONDS, fetch_secret_string};
+use crate::adapters::secrets::{
+    MIN_PEPPER_BYTES, SECRET_REFRESH_SECONDS, decode_pepper, fetch_secret_string,
+};
 use crate::api::jwks::parse_jwks;
 use crate::domain::UnixMillis;
 use crate::keys::{GeneratedKey, KeyError, generate_signing_key, public_jwk_from_pem};
@@ -50,7 +52,7 @@ pub const PUBLISH_LEAD_SECONDS: u64 = 2 * 3600 + 300 + SECRET_REFRESH_SECONDS;
 /// refresh period; plus clock skew.
 pub const RETIRE_MARGIN_SECONDS: u64 = SECRET_REFRESH_SECONDS + 300;
 /// Decoded pepper length generated when the secret has none.
-const PEPPER_BYTES: usize = 32;
+const PEPPER_BYTES: usize = MIN_PEPPER_BYTES;
 
 const AWSCURRENT: &str = "AWSCURRENT";
 const AWSPENDING: &str = "AWSPENDING";
@@ -120,14 +122,11 @@ impl KeyEntry {
     }
 }
 
+/// Whether the functions can use `pepper`, decided by their own parser: a pepper they use
+/// is never replaced (that would void every live code and every chain's older tokens);
+/// only a missing or unusable one, with which no function starts, is.
 fn pepper_is_valid(pepper: Option<&str>) -> bool {
-    pepper
-        .and_then(|p| {
-            base64::engine::general_purpose::STANDARD
-                .decode(p.trim())
-                .ok()
-        })
-        .is_some_and(|bytes| bytes.len() >= PEPPER_BYTES)
+    pepper.is_some_and(|p| decode_pepper(p).is_ok())
 }
 
 fn new_pepper() -> Result<String, RotationError> {
@@ -907,5 +906,22 @@ mod tests {
         assert_ne!(doc.otp_pepper, short.otp_pepper);
         let again = rotate(&doc, 2, TTL, key("b")).unwrap();
         assert_eq!(again.otp_pepper, doc.otp_pepper);
+    }
+
+    #[test]
+    fn no_rotation_step_changes_a_pepper_the_functions_accept_in_any_of_its_forms() {
+        let (_, forms) = crate::adapters::secrets::tests::pepper_forms();
+        for form in forms {
+            let base = KeyDoc {
+                otp_pepper: Some(form.clone()),
+                ..KeyDoc::default()
+            };
+            let first = rotate(&base, 1_000, TTL, key("a")).unwrap();
+            assert_eq!(first.otp_pepper.as_deref(), Some(form.as_str()));
+            let second = rotate(&first, 1_000 + 86_400, TTL, key("b")).unwrap();
+            assert_eq!(second.otp_pepper.as_deref(), Some(form.as_str()));
+            let revoked = revoke(&second, "a", 1_000 + 86_401, key("c")).unwrap();
+            assert_eq!(revoked.otp_pepper.as_deref(), Some(form.as_str()));
+        }
     }
 }

@@ -15,8 +15,9 @@ use common::{
 };
 use foodsave_auth::adapters::AuthSecret;
 use foodsave_auth::adapters::secrets::{
-    SECRET_REFRESH_SECONDS, URGENT_REFRESH_SECONDS, fetch_secret_string,
+    SECRET_REFRESH_SECONDS, SIGNING_REFRESH_SECONDS, URGENT_REFRESH_SECONDS, fetch_secret_string,
 };
+use foodsave_auth::devstack::fault_proxy::Fault;
 use foodsave_auth::domain::UnixMillis;
 use foodsave_auth::keys::generate_signing_key;
 use foodsave_auth::rotation::{
@@ -602,4 +603,147 @@ async fn the_template_alarms_on_any_rotation_error_and_refuses_an_issuer_with_a_
         assert_eq!(got, allowed, "{pattern} on {url:?}");
     }
     assert_eq!(matched.len(), cases.len());
+}
+
+/// The function timeout of every request-path function (`Globals.Function.Timeout` in
+/// template.yaml): a request that read the secret signs at most this much later.
+const FUNCTION_TIMEOUT_SECONDS: u64 = 10;
+
+async fn revoke_kid(stack: &Stack, kid: &str) -> String {
+    let out = stack
+        .rotation
+        .handle(serde_json::from_value(json!({ "revokeKid": kid })).unwrap())
+        .await
+        .unwrap();
+    out["activeKid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_signer_stops_signing_with_a_revoked_key_within_a_minute() {
+    const { assert!(SIGNING_REFRESH_SECONDS + FUNCTION_TIMEOUT_SECONDS <= 60) };
+    let stack = Stack::new().await;
+    let verify = stack.otp_verify(&[]).await;
+    let revoked = kid_of(&login_token(&stack, &verify).await);
+    // The secret changes right after this container read it: the worst case.
+    let fresh = revoke_kid(&stack, &revoked).await;
+    let changed_at = stack.clock_secs();
+    stack.clock.advance_secs(SIGNING_REFRESH_SECONDS - 1);
+    assert_eq!(kid_of(&login_token(&stack, &verify).await), revoked);
+    stack.clock.advance_secs(1);
+    assert_eq!(kid_of(&login_token(&stack, &verify).await), fresh);
+    let lag = stack.clock_secs() - changed_at;
+    println!("revoked kid signed for {lag} s after the secret changed (warm signer)");
+    assert!(lag + FUNCTION_TIMEOUT_SECONDS <= 60);
+    // A cache read without the signer's method keeps the longer period.
+    let plain = stack.secret().await;
+    revoke_kid(&stack, &fresh).await;
+    stack.clock.advance_secs(SIGNING_REFRESH_SECONDS);
+    let kept = plain.get().await;
+    assert!(kept.signing_keys.iter().any(|k| k.kid == fresh));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_re_read_keeps_the_cached_secret_and_is_tried_again_seconds_later() {
+    let stack = Stack::new().await;
+    let p = common::proxied::proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = common::proxied::login(&stack, &p, &phone).await;
+    let revoked = kid_of(first.body["accessToken"].as_str().unwrap());
+    let fresh = revoke_kid(&stack, &revoked).await;
+    stack.clock.advance_secs(SIGNING_REFRESH_SECONDS);
+    p.proxy.always("GetSecretValue", Fault::ServerError(500));
+    let reads = p.proxy.count("GetSecretValue");
+    // Secrets Manager fails: the cached secret still signs (the request is served), and
+    // the next request in the same few seconds does not try again.
+    for _ in 0..2 {
+        let next = common::proxied::login(&stack, &p, &random_phone()).await;
+        assert_eq!(kid_of(next.body["accessToken"].as_str().unwrap()), revoked);
+    }
+    let tried = p.proxy.count("GetSecretValue") - reads;
+    assert!(tried >= 1, "the re-read was tried");
+    p.proxy.clear();
+    let reads = p.proxy.count("GetSecretValue");
+    stack.clock.advance_secs(URGENT_REFRESH_SECONDS - 1);
+    let still = common::proxied::login(&stack, &p, &random_phone()).await;
+    assert_eq!(kid_of(still.body["accessToken"].as_str().unwrap()), revoked);
+    assert_eq!(p.proxy.count("GetSecretValue"), reads, "reads are spaced");
+    stack.clock.advance_secs(1);
+    let next = common::proxied::login(&stack, &p, &random_phone()).await;
+    assert_eq!(kid_of(next.body["accessToken"].as_str().unwrap()), fresh);
+}
+
+/// How many versions of the auth secret carry AWSCURRENT (Secrets Manager: exactly one).
+async fn current_versions(stack: &Stack) -> usize {
+    let described = stack
+        .sm
+        .describe_secret()
+        .secret_id(&stack.secret_id)
+        .send()
+        .await
+        .unwrap();
+    described
+        .version_ids_to_stages()
+        .unwrap()
+        .values()
+        .filter(|labels| labels.iter().any(|l| l == "AWSCURRENT"))
+        .count()
+}
+
+/// The same 32 bytes in each form the functions accept (standard and URL-safe alphabets,
+/// padded or not, with whitespace around); the bytes make `+`, `/` and `=` appear.
+fn pepper_forms() -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let bytes: Vec<u8> = (0u8..32).map(|i| 0xf8 | (i % 8)).collect();
+    vec![
+        STANDARD.encode(&bytes),
+        STANDARD_NO_PAD.encode(&bytes),
+        URL_SAFE.encode(&bytes),
+        URL_SAFE_NO_PAD.encode(&bytes),
+        format!(" {}\n", URL_SAFE.encode(&bytes)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotations_and_revocations_keep_the_pepper_in_every_accepted_form() {
+    let stack = Stack::new().await;
+    for form in pepper_forms() {
+        let mut doc = auth_doc(&stack).await;
+        doc["otpPepper"] = json!(form);
+        put_auth_doc(&stack, &doc).await;
+        // A code sent with this pepper, then a rotation (all four steps) and a revocation.
+        let phone = random_phone();
+        let send = stack.otp_send(&[]).await;
+        let sent = post(&send, "otp-send", &json!({ "phone": phone })).await;
+        assert_eq!(sent.status, 200, "{form:?}: {}", sent.body);
+        let code = stack.last_code(&phone).await;
+        stack.rotation.rotate_now(&stack.secret_id).await.unwrap();
+        assert_eq!(auth_doc(&stack).await["otpPepper"], json!(form), "rotation");
+        let active = AuthSecret::parse(
+            &fetch_secret_string(&stack.sm, &stack.secret_id)
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+        .active_key(stack.clock.now_millis())
+        .unwrap()
+        .kid
+        .clone();
+        revoke_kid(&stack, &active).await;
+        assert_eq!(current_versions(&stack).await, 1, "one AWSCURRENT version");
+        assert_eq!(
+            auth_doc(&stack).await["otpPepper"],
+            json!(form),
+            "revocation"
+        );
+        // The code sent before both still works in a container that read the new secret.
+        let verify = stack.otp_verify(&[]).await;
+        let answer = post(
+            &verify,
+            "otp-verify",
+            &json!({ "phone": phone, "code": code }),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{form:?}: {}", answer.body);
+    }
 }

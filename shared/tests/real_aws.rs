@@ -213,6 +213,44 @@ async fn a_slow_publish_is_sent_once_and_keeps_its_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_replay_after_an_unanswered_publish_is_the_200_of_a_sent_code_with_no_new_sms() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let body = json!({ "phone": phone });
+    let keyed = || {
+        let mut req = request("otp-send", &body, Duration::from_secs(10));
+        req.headers_mut()
+            .insert("idempotency-key", "app-install-7#send-1".parse().unwrap());
+        req
+    };
+    p.proxy
+        .once("Publish", Fault::SlowAnswer(Duration::from_secs(4)));
+    assert_unavailable(&call(&p.send, keyed()).await);
+    // CONTRACT §3b: the code is valid and its SMS may still arrive, so the replay answers
+    // as a sent code would, and sends nothing, spends nothing, makes no new code.
+    let replay = call(&p.send, keyed()).await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.body["message"], "OTP sent");
+    assert_eq!(p.proxy.count("Publish"), 1, "no second publish");
+    assert_eq!(stack.sms_to(&phone).await.len(), 1);
+    // The code of the first send is the one that works.
+    let code = sent_code(&stack, &phone).await;
+    let login = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    // Two slots are left of the window: the replay took none.
+    for _ in 0..2 {
+        assert_eq!(post(&p.send, "otp-send", &body).await.status, 200);
+    }
+    assert_eq!(post(&p.send, "otp-send", &body).await.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_throttled_publish_is_retried_and_sends_one_sms() {
     let stack = Stack::new().await;
     let p = proxied(&stack, &[]).await;

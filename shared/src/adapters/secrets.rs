@@ -1,9 +1,24 @@
 //! The auth secret (`AUTH_SECRET_ID`: OTP pepper and signing keys) read from Secrets
-//! Manager once per container and refreshed at most every [`SECRET_REFRESH_SECONDS`], so
-//! a rotated key is picked up without a redeploy. A failed refresh keeps the cached value.
-//! A signer whose cached secret has no active key (an emergency revocation or a first key
-//! written after the container started) re-reads it after [`URGENT_REFRESH_SECONDS`]
-//! instead of a whole refresh period: [`SecretCache::get_with_active_key`].
+//! Manager once per container and re-read when the cached copy is older than a refresh
+//! period, so a rotated key is picked up without a redeploy:
+//!
+//! - [`SECRET_REFRESH_SECONDS`] for the pepper and the public JWK Set;
+//! - [`SIGNING_REFRESH_SECONDS`] for signers ([`SecretCache::get_with_active_key`]): a key
+//!   removed from the secret signs no token more than 60 s after the secret changed, on
+//!   warm instances too (CONTRACT §5). A signer that read the secret just before it
+//!   changed signs with the removed key until its next read, at most this period later,
+//!   plus the rest of a request that read it (the function's timeout, 10 s).
+//! - A signer whose cached secret has no active key (an emergency revocation or a first
+//!   key written after the container started) re-reads it after
+//!   [`URGENT_REFRESH_SECONDS`].
+//!
+//! A failed or stalled read keeps the cached value (CONTRACT §1); the next is tried no
+//! sooner than [`URGENT_REFRESH_SECONDS`] later, so an outage of Secrets Manager costs each
+//! container one slow request every few seconds, not every request. A read that finds the
+//! version it already holds keeps the parsed value (no signing key is parsed again).
+//!
+//! The pepper has one parser, [`decode_pepper`]: the functions and the rotation accept
+//! exactly the same forms, so no rotation can mistake a pepper in use for a bad one.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -22,6 +37,11 @@ use crate::ports::Clock;
 /// How long a fetched secret is trusted before it is read again.
 pub const SECRET_REFRESH_SECONDS: u64 = 300;
 
+/// How long a signer trusts its cached signing keys: 45 s of staleness plus a request's
+/// 10 s keeps a removed key from signing more than 60 s after the change (CONTRACT §5).
+/// One `GetSecretValue` per warm signer a minute at most, and only when it serves traffic.
+pub const SIGNING_REFRESH_SECONDS: u64 = 45;
+
 /// The least time between two reads of a secret whose cached value cannot serve (no active
 /// signing key): soon enough that signing recovers within seconds, rare enough that a
 /// secret with no key at all costs one `GetSecretValue` per container every few seconds,
@@ -29,7 +49,21 @@ pub const SECRET_REFRESH_SECONDS: u64 = 300;
 pub const URGENT_REFRESH_SECONDS: u64 = 5;
 
 /// The minimum pepper length (CONTRACT §5).
-const MIN_PEPPER_BYTES: usize = 32;
+pub const MIN_PEPPER_BYTES: usize = 32;
+
+/// The one reading of `otpPepper` (CONTRACT §5: base64 of at least 32 bytes): standard or
+/// URL-safe alphabet, padded or not, surrounding whitespace ignored. The functions and the
+/// rotation both decide with it whether a pepper is usable, so a rotation keeps every
+/// pepper the functions use. The error never quotes the value.
+pub fn decode_pepper(raw: &str) -> Result<SecretSlice<u8>, String> {
+    let bytes = decode_base64(raw).ok_or("otpPepper is not base64")?;
+    if bytes.len() < MIN_PEPPER_BYTES {
+        return Err(format!(
+            "otpPepper must decode to at least {MIN_PEPPER_BYTES} bytes"
+        ));
+    }
+    Ok(SecretSlice::from(bytes))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -117,18 +151,7 @@ impl AuthSecret {
                 e.column()
             )
         })?;
-        let pepper = match doc.otp_pepper {
-            None => None,
-            Some(b64) => {
-                let bytes = decode_base64(&b64).ok_or("otpPepper is not base64")?;
-                if bytes.len() < MIN_PEPPER_BYTES {
-                    return Err(format!(
-                        "otpPepper must decode to at least {MIN_PEPPER_BYTES} bytes"
-                    ));
-                }
-                Some(SecretSlice::from(bytes))
-            }
-        };
+        let pepper = doc.otp_pepper.as_deref().map(decode_pepper).transpose()?;
         let mut signing_keys = Vec::with_capacity(doc.signing_keys.len());
         for k in doc.signing_keys.into_iter().filter(|_| with_keys) {
             let key = RsaPrivateKey::from_pem(&k.private_key_pem)
@@ -186,6 +209,14 @@ impl ClassifyKind for serde_json::Error {
 
 /// Reads one secret's string, for the cache.
 pub async fn fetch_secret_string(client: &Client, id: &str) -> Result<String, SecretError> {
+    fetch_secret_version(client, id).await.map(|(_, raw)| raw)
+}
+
+/// Reads one secret's current version: its id (when Secrets Manager names it) and string.
+async fn fetch_secret_version(
+    client: &Client,
+    id: &str,
+) -> Result<(Option<String>, String), SecretError> {
     let out = client
         .get_secret_value()
         .secret_id(id)
@@ -196,17 +227,20 @@ pub async fn fetch_secret_string(client: &Client, id: &str) -> Result<String, Se
             id: id.to_owned(),
             source: DisplayErrorContext(e).to_string().into(),
         })?;
-    out.secret_string.ok_or_else(|| SecretError::Malformed {
+    let raw = out.secret_string.ok_or_else(|| SecretError::Malformed {
         id: id.to_owned(),
         reason: "no SecretString".into(),
-    })
+    })?;
+    Ok((out.version_id, raw))
 }
 
 struct Cached<T> {
     value: Arc<T>,
-    /// When the value was read, or a read of it last failed: the refresh period runs from here.
+    /// The Secrets Manager version `value` was parsed from.
+    version: Option<String>,
+    /// When the read that gave `value` started: the refresh period runs from here.
     fetched_at: UnixMillis,
-    /// When a read last started, whatever its outcome: early reads are spaced from here.
+    /// When a read last started, whatever its outcome: reads are spaced from here.
     attempted_at: UnixMillis,
 }
 
@@ -227,8 +261,12 @@ impl<T: Send + Sync> SecretCache<T> {
         parse: fn(&str) -> Result<T, String>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SecretError> {
-        let value = Self::fetch(&client, &id, parse).await?;
         let fetched_at = clock.now();
+        let (version, raw) = fetch_secret_version(&client, &id).await?;
+        let value = parse(&raw).map_err(|reason| SecretError::Malformed {
+            id: id.clone(),
+            reason,
+        })?;
         Ok(Self {
             client,
             id,
@@ -236,119 +274,122 @@ impl<T: Send + Sync> SecretCache<T> {
             clock,
             state: RwLock::new(Cached {
                 value: Arc::new(value),
+                version,
                 fetched_at,
                 attempted_at: fetched_at,
             }),
         })
     }
 
-    async fn fetch(
-        client: &Client,
-        id: &str,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<T, SecretError> {
-        let raw = fetch_secret_string(client, id).await?;
-        parse(&raw).map_err(|reason| SecretError::Malformed {
-            id: id.to_owned(),
-            reason,
-        })
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, Cached<T>> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn snapshot(&self) -> (Arc<T>, UnixMillis) {
-        match self.state.read() {
-            Ok(s) => (Arc::clone(&s.value), s.fetched_at),
-            Err(poisoned) => {
-                let s = poisoned.into_inner();
-                (Arc::clone(&s.value), s.fetched_at)
-            }
-        }
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, Cached<T>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached value as it is, without any read.
     pub fn cached(&self) -> Arc<T> {
-        self.snapshot().0
+        Arc::clone(&self.read_state().value)
     }
 
-    /// The current value, re-read first if the cached one is stale.
+    /// The current value, re-read first if the cached one is older than
+    /// [`SECRET_REFRESH_SECONDS`].
     pub async fn get(&self) -> Arc<T> {
-        let now = self.clock.now();
-        let (value, fetched_at) = self.snapshot();
-        if fetched_at.plus_secs(SECRET_REFRESH_SECONDS) > now {
-            return value;
-        }
-        self.refresh().await.unwrap_or(value)
+        self.get_within(SECRET_REFRESH_SECONDS).await
     }
 
-    /// The current value if `usable` accepts it; if not, re-read early: at most once per
-    /// [`URGENT_REFRESH_SECONDS`] (on the injected clock, never sleeping), whatever the
-    /// refresh period says. Returns the cached value when the re-read is not yet due, fails
-    /// or still yields an unusable value: the caller decides what unusable means for it.
-    pub async fn get_usable(&self, usable: impl Fn(&T) -> bool) -> Arc<T> {
-        let value = self.get().await;
-        if usable(&value) || !self.claim_early_read() {
+    /// The current value, re-read first if the cached one is older than `period_secs`
+    /// and no read started in the last [`URGENT_REFRESH_SECONDS`].
+    async fn get_within(&self, period_secs: u64) -> Arc<T> {
+        match self.claim_read(Some(period_secs)) {
+            Some(now) => self.fetch_and_store(now).await,
+            None => self.cached(),
+        }
+    }
+
+    /// The current value (within `period_secs`) if `usable` accepts it; if not, re-read
+    /// early: at most once per [`URGENT_REFRESH_SECONDS`] (on the injected clock, never
+    /// sleeping). Returns the cached value when the re-read is not yet due, fails or
+    /// still yields an unusable value: the caller decides what unusable means for it.
+    async fn get_usable_within(&self, period_secs: u64, usable: impl Fn(&T) -> bool) -> Arc<T> {
+        let value = self.get_within(period_secs).await;
+        if usable(&value) {
             return value;
         }
+        let Some(now) = self.claim_read(None) else {
+            return value;
+        };
         tracing::warn!(secret = %self.id, "cached secret cannot serve; re-reading it early");
-        self.fetch_and_store(self.clock.now())
-            .await
-            .unwrap_or(value)
-    }
-
-    /// Whether an early read may start now; if so, no other may for the next
-    /// [`URGENT_REFRESH_SECONDS`] (checked and marked under one lock, so concurrent
-    /// requests of one container start at most one).
-    fn claim_early_read(&self) -> bool {
-        let now = self.clock.now();
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if state.attempted_at.plus_secs(URGENT_REFRESH_SECONDS) > now {
-            return false;
-        }
-        state.attempted_at = now;
-        true
-    }
-
-    /// Re-read now. On failure the cached value stays and the failure is logged.
-    pub async fn refresh(&self) -> Option<Arc<T>> {
-        let now = self.clock.now();
-        {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            state.attempted_at = now;
-        }
         self.fetch_and_store(now).await
     }
 
-    /// Read the secret (a read that started at `now`) and keep it, or keep the cached one.
-    async fn fetch_and_store(&self, now: UnixMillis) -> Option<Arc<T>> {
-        match Self::fetch(&self.client, &self.id, self.parse).await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-                *state = Cached {
-                    value: Arc::clone(&fresh),
-                    fetched_at: now,
-                    attempted_at: state.attempted_at.max(now),
-                };
-                Some(fresh)
+    /// Whether a read may start now: the cached value is older than `period_secs` (any
+    /// age when `None`) and no read started in the last [`URGENT_REFRESH_SECONDS`]. If
+    /// so, the read is marked as started, under the same lock, so concurrent requests of
+    /// one container start at most one; returns when it started.
+    fn claim_read(&self, period_secs: Option<u64>) -> Option<UnixMillis> {
+        let now = self.clock.now();
+        {
+            let state = self.read_state();
+            let fresh = period_secs.is_some_and(|p| state.fetched_at.plus_secs(p) > now);
+            if fresh || state.attempted_at.plus_secs(URGENT_REFRESH_SECONDS) > now {
+                return None;
+            }
+        }
+        let mut state = self.write_state();
+        if state.attempted_at.plus_secs(URGENT_REFRESH_SECONDS) > now {
+            return None;
+        }
+        state.attempted_at = now;
+        Some(now)
+    }
+
+    /// Read the secret (a read that started at `now`) and keep it; on failure keep and
+    /// return the cached one. A read of the version already held keeps its parsed value.
+    async fn fetch_and_store(&self, now: UnixMillis) -> Arc<T> {
+        let read = fetch_secret_version(&self.client, &self.id).await;
+        let fresh = read.and_then(|(version, raw)| {
+            let unchanged = version.is_some() && self.read_state().version == version;
+            if unchanged {
+                return Ok((version, None));
+            }
+            (self.parse)(&raw)
+                .map(|value| (version, Some(Arc::new(value))))
+                .map_err(|reason| SecretError::Malformed {
+                    id: self.id.clone(),
+                    reason,
+                })
+        });
+        let mut state = self.write_state();
+        match fresh {
+            Ok((version, value)) => {
+                if let Some(value) = value {
+                    state.value = value;
+                    state.version = version;
+                }
+                state.fetched_at = state.fetched_at.max(now);
             }
             Err(err) => {
                 tracing::warn!(secret = %self.id, error = %crate::telemetry::chain(&err), "secret refresh failed; keeping the cached value");
-                // Retry no sooner than one refresh period from now.
-                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-                state.fetched_at = now;
-                None
             }
         }
+        Arc::clone(&state.value)
     }
 }
 
 impl SecretCache<AuthSecret> {
-    /// For signers: the auth secret, re-read within [`URGENT_REFRESH_SECONDS`] rather than
-    /// a whole refresh period while it has no key active at `now` (every `activeFrom` in
-    /// the future, or no keys). Still none after that is the caller's logged 500. Only for
-    /// caches parsed with [`AuthSecret::parse`]: a pepper-only parse never has a key.
+    /// For signers: the auth secret, re-read when older than [`SIGNING_REFRESH_SECONDS`]
+    /// (a removed key stops signing within 60 s, CONTRACT §5), and within
+    /// [`URGENT_REFRESH_SECONDS`] while it has no key active at `now` (every `activeFrom`
+    /// in the future, or no keys). Still none after that is the caller's logged 500. Only
+    /// for caches parsed with [`AuthSecret::parse`]: a pepper-only parse never has a key.
     pub async fn get_with_active_key(&self, now: UnixMillis) -> Arc<AuthSecret> {
-        self.get_usable(|secret| secret.active_key(now).is_some())
-            .await
+        self.get_usable_within(SIGNING_REFRESH_SECONDS, |secret| {
+            secret.active_key(now).is_some()
+        })
+        .await
     }
 }
 
@@ -365,7 +406,7 @@ pub async fn require_pepper(cache: &SecretCache<AuthSecret>) -> Result<(), Secre
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::keys::generate_signing_key;
     use secrecy::ExposeSecret;
@@ -457,6 +498,46 @@ mod tests {
             AuthSecret::parse("{not json")
                 .unwrap_err()
                 .contains("not the expected JSON")
+        );
+    }
+
+    /// The same 32 bytes in each form the functions accept; the bytes make `+`, `/` and
+    /// padding appear, so the forms really differ.
+    pub(crate) fn pepper_forms() -> (Vec<u8>, Vec<String>) {
+        use base64::Engine;
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        let bytes: Vec<u8> = (0u8..32).map(|i| 0xf8 | (i % 8)).collect();
+        let forms = vec![
+            STANDARD.encode(&bytes),
+            STANDARD_NO_PAD.encode(&bytes),
+            URL_SAFE.encode(&bytes),
+            URL_SAFE_NO_PAD.encode(&bytes),
+            format!(" {}\n", STANDARD.encode(&bytes)),
+        ];
+        (bytes, forms)
+    }
+
+    #[test]
+    fn every_accepted_form_of_the_pepper_decodes_to_the_same_bytes() {
+        let (bytes, forms) = pepper_forms();
+        assert!(forms[0].contains('+') && forms[0].contains('/') && forms[0].ends_with('='));
+        assert!(forms[3].contains('-') && forms[3].contains('_') && !forms[3].ends_with('='));
+        for form in &forms {
+            let pepper = decode_pepper(form).unwrap();
+            assert_eq!(pepper.expose_secret(), bytes.as_slice(), "{form:?}");
+            let raw = json!({"otpPepper": form, "signingKeys": []}).to_string();
+            let parsed = AuthSecret::parse_pepper_only(&raw).unwrap();
+            assert_eq!(parsed.pepper().unwrap().expose_secret(), bytes.as_slice());
+        }
+        // Both alphabets at once is no form at all; neither is a short pepper.
+        let mixed = forms[0].replacen('+', "-", 1);
+        assert!(decode_pepper(&mixed).unwrap_err().contains("not base64"));
+        assert!(
+            decode_pepper(&forms[3][..40])
+                .unwrap_err()
+                .contains("32 bytes")
         );
     }
 }
