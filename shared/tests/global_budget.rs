@@ -21,16 +21,36 @@ use common::{Answer, RoundTrips, Stack, call, random_phone, sample_event};
 use foodsave_auth::api::otp_send::OtpSend;
 use foodsave_auth::devstack::seed::fill_global_budget;
 use foodsave_auth::domain::UnixMillis;
-use lambda_http::Request;
+use std::time::Duration;
+
+use foodsave_auth::ports::Clock;
+use lambda_http::lambda_runtime::Context;
+use lambda_http::{Request, RequestExt};
 use serde_json::{Value, json};
 
 /// The template's default, and a budget of two shards.
 const SIZES: [u32; 2] = [2000, 160];
 
+/// How long each send may take. moto serves one request at a time, about 0.1 s for a
+/// read of 25 full shards, so a burst of 40 sends queues there for several seconds (more
+/// on a loaded 2-core CI machine), which DynamoDB, answering in milliseconds and in
+/// parallel, never does. Each invocation gets a deadline long enough for moto's queue, so
+/// that what is asserted is the budget's decision, not moto's speed; the functions' own
+/// deadline handling is tested through the fault proxy (`lost_answers`, `real_aws`).
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The tests of this file one at a time: each loads moto with bursts of its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn send_request(phone: &str) -> Request {
     let mut event = sample_event("otp-send");
     event["body"] = Value::String(json!({ "phone": phone }).to_string());
-    foodsave_auth::http::event::request_from_json(&event.to_string()).unwrap()
+    let mut context = Context::default();
+    let now = foodsave_auth::clock::SystemClock.now().as_millis();
+    context.deadline = now + u64::try_from(DEADLINE.as_millis()).unwrap();
+    foodsave_auth::http::event::request_from_json(&event.to_string())
+        .unwrap()
+        .with_lambda_context(context)
 }
 
 fn limit_env(limit: u32, record_only: bool) -> &'static [(&'static str, &'static str)] {
@@ -135,6 +155,7 @@ fn at_secs_ago(stack: &Stack, secs: u64) -> UnixMillis {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spent_budget_is_a_429_with_the_wait_in_at_most_three_requests() {
+    let _serial = SERIAL.lock().await;
     for limit in SIZES {
         let stack = Stack::new().await;
         let env = limit_env(limit, false);
@@ -173,6 +194,7 @@ async fn a_spent_budget_is_a_429_with_the_wait_in_at_most_three_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn at_the_edge_of_the_budget_never_more_than_the_limit_and_at_most_a_tenth_early() {
+    let _serial = SERIAL.lock().await;
     for limit in SIZES {
         let stack = Stack::new().await;
         let env = limit_env(limit, false);
@@ -227,6 +249,7 @@ async fn at_the_edge_of_the_budget_never_more_than_the_limit_and_at_most_a_tenth
 
 #[tokio::test(flavor = "multi_thread")]
 async fn record_only_lets_sends_through_a_spent_budget_and_spends_nothing_more() {
+    let _serial = SERIAL.lock().await;
     for limit in SIZES {
         let stack = Stack::new().await;
         let env = limit_env(limit, true);

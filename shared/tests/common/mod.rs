@@ -185,8 +185,17 @@ impl Stack {
     /// apart from every other's: what each of its requests cost.
     pub async fn otp_send_counted(&self, extra: &[(&str, &str)]) -> (OtpSend, RoundTrips) {
         let trips = RoundTrips::default();
+        // Bursts of these queue at moto (one request at a time): an attempt may wait there
+        // longer than devstack's 30 s on a loaded machine, and a retry would count twice.
         let ddb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&self.aws)
+                .timeout_config(
+                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(std::time::Duration::from_secs(5))
+                        .operation_attempt_timeout(std::time::Duration::from_secs(110))
+                        .operation_timeout(std::time::Duration::from_secs(120))
+                        .build(),
+                )
                 .interceptor(trips.clone())
                 .build(),
         );
