@@ -269,7 +269,8 @@ impl Stack {
                     )
                 }
                 "token-refresh" | "logout" => {
-                    let sid = SessionId::generate(&self.rng).map_err(|_| "rng")?;
+                    let sub = foodsave_auth::domain::random_id(&self.rng).map_err(|_| "rng")?;
+                    let sid = SessionId::generate(&self.rng, &sub).map_err(|_| "rng")?;
                     let token = RefreshToken::generate(&self.rng, &sid).map_err(|_| "rng")?;
                     seed_session(&self.store, &token, SystemClock.now()).await?;
                     with_body(

@@ -115,13 +115,15 @@ pub enum AuditEvent {
     RefreshRetried,
     /// A superseded refresh token was presented after the grace: the session is revoked.
     RefreshReuseDetected,
-    /// A session was revoked (logout, reuse).
+    /// A session was revoked (logout, reuse, the session limit, by its user).
     SessionRevoked,
+    /// An account was deleted (CONTRACT §7).
+    AccountDeleted,
 }
 
 impl AuditEvent {
     /// Every event, in declaration order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::OtpSent,
         Self::OtpSendRefused,
         Self::OtpVerifyFailed,
@@ -132,6 +134,7 @@ impl AuditEvent {
         Self::RefreshRetried,
         Self::RefreshReuseDetected,
         Self::SessionRevoked,
+        Self::AccountDeleted,
     ];
 
     /// The event name: the `audit` member and the `Event` dimension.
@@ -147,6 +150,7 @@ impl AuditEvent {
             Self::RefreshRetried => "refresh_retried",
             Self::RefreshReuseDetected => "refresh_reuse_detected",
             Self::SessionRevoked => "session_revoked",
+            Self::AccountDeleted => "account_deleted",
         }
     }
 }
@@ -447,6 +451,7 @@ mod tests {
                 "refresh_retried",
                 "refresh_reuse_detected",
                 "session_revoked",
+                "account_deleted",
             ]
         );
         assert_eq!(AuditEvent::RefreshRetried.to_string(), "refresh_retried");

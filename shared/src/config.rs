@@ -453,6 +453,36 @@ impl TokenConfig {
     }
 }
 
+/// Accounts and sessions (CONTRACT §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// How recent the OTP verify behind a token must be for an account deletion.
+    pub reauth_max_age_seconds: NonZeroU32,
+    /// The most live sessions an account has; a login past it revokes the least
+    /// recently used.
+    pub max_sessions_per_account: NonZeroU32,
+}
+
+/// The most `MAX_SESSIONS_PER_ACCOUNT` may be: a deletion ends every live session in one
+/// transaction of at most 100 items, three of which are the account's own.
+pub const MAX_SESSIONS_LIMIT: u32 = 90;
+
+impl AccountConfig {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        let max_sessions_per_account = positive(env, "MAX_SESSIONS_PER_ACCOUNT", 20)?;
+        if max_sessions_per_account.get() > MAX_SESSIONS_LIMIT {
+            return Err(ConfigError::Invalid {
+                name: "MAX_SESSIONS_PER_ACCOUNT",
+                reason: format!("at most {MAX_SESSIONS_LIMIT}"),
+            });
+        }
+        Ok(Self {
+            reauth_max_age_seconds: positive(env, "REAUTH_MAX_AGE_SECONDS", 300)?,
+            max_sessions_per_account,
+        })
+    }
+}
+
 impl TokenConfig {
     /// `ACCESS_TOKEN_TTL_SECONDS` alone, for the key rotation's retention rule.
     pub fn access_ttl(env: &dyn Env) -> Result<u64, ConfigError> {
@@ -698,6 +728,33 @@ mod tests {
             )]))
             .unwrap(),
             "https://api.foodsave.kz/api/v1/auth"
+        );
+    }
+
+    #[test]
+    fn account_settings_default_to_the_contract_and_stay_within_a_transaction() {
+        assert_eq!(
+            AccountConfig::load(&env(&[])).unwrap(),
+            AccountConfig {
+                reauth_max_age_seconds: NonZeroU32::new(300).unwrap(),
+                max_sessions_per_account: NonZeroU32::new(20).unwrap(),
+            }
+        );
+        for (name, value) in [
+            ("MAX_SESSIONS_PER_ACCOUNT", "0"),
+            ("MAX_SESSIONS_PER_ACCOUNT", "91"),
+            ("REAUTH_MAX_AGE_SECONDS", "0"),
+            ("REAUTH_MAX_AGE_SECONDS", "soon"),
+        ] {
+            let err = AccountConfig::load(&env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        assert_eq!(
+            AccountConfig::load(&env(&[("MAX_SESSIONS_PER_ACCOUNT", "90")]))
+                .unwrap()
+                .max_sessions_per_account
+                .get(),
+            90
         );
     }
 

@@ -173,9 +173,10 @@ async fn a_sharded_global_budget_never_lets_more_through() {
     let answers = concurrently(&send, requests).await;
     let sent = answers.get(&200).map_or(0, Vec::len);
     assert!(sent <= 150, "{sent} sent");
+    // CONTRACT §3b: a sharded budget may refuse early by at most a tenth of the limit.
     assert!(
-        sent >= 140,
-        "only {sent} sent: the shards refused far too early"
+        sent >= 135,
+        "only {sent} sent: the shards refused more than a tenth early"
     );
     assert_eq!(sms_count(&stack, &phones).await, sent);
 }

@@ -1,4 +1,4 @@
-//! The audit trail through the Lambda runtime path (CONTRACT §3b; issue 9): every
+//! The audit trail through the Lambda runtime path (CONTRACT §3b): every
 //! security decision prints one JSON line that is also an EMF metric record, with the
 //! request id, masked phone, user, session and source IP, and nothing secret.
 #![allow(
@@ -29,6 +29,8 @@ struct Trail {
     logs: String,
     /// What must never appear in them.
     secrets: Vec<String>,
+    /// The access token of the next call, if it takes one.
+    bearer: Option<String>,
 }
 
 impl Trail {
@@ -43,6 +45,9 @@ impl Trail {
     ) -> (u64, Value) {
         let mut event = sample_event(function);
         event["body"] = Value::String(body.to_string());
+        if let Some(token) = self.bearer.take() {
+            event["headers"]["authorization"] = Value::String(format!("Bearer {token}"));
+        }
         event["requestContext"]["http"]["sourceIp"] = Value::String(ip.to_owned());
         let mut env = self.env.clone();
         env.extend(
@@ -124,6 +129,7 @@ async fn every_security_decision_is_one_audit_line_and_metric_with_nothing_secre
         endpoint: devstack::endpoint_url().unwrap(),
         logs: String::new(),
         secrets: Vec::new(),
+        bearer: None,
     };
     let phones: Vec<String> = (0..4).map(|_| random_phone()).collect();
     let (a, b, c, d) = (&phones[0], &phones[1], &phones[2], &phones[3]);
@@ -213,6 +219,14 @@ async fn every_security_decision_is_one_audit_line_and_metric_with_nothing_secre
         200
     );
     assert_eq!(trail.call("logout", body, "203.0.113.4", &[]).await.0, 200);
+    // account_deleted, after a fresh verify.
+    let e = random_phone();
+    let pair = trail.login(&e, "203.0.113.5").await;
+    trail.bearer = Some(pair["accessToken"].as_str().unwrap().to_owned());
+    let (status, answer) = trail
+        .call("account-delete", json!({}), "203.0.113.5", &[])
+        .await;
+    assert_eq!(status, 200, "{answer}");
 
     let lines: Vec<Value> = trail
         .logs

@@ -70,7 +70,8 @@ fn read_units(bytes: usize) -> usize {
     bytes.div_ceil(4096).max(1)
 }
 
-/// The stored items by kind (`OTP`, `USER`, `SESSION`, `IP`, `GLOBAL`) → their sizes.
+/// The stored items by kind (`OTP`, `USER`, `ACCOUNT`, `SESSION`, `IP`, `GLOBAL`) →
+/// their sizes.
 async fn sizes(stack: &Stack) -> HashMap<&'static str, Vec<usize>> {
     let mut by_kind: HashMap<&'static str, Vec<usize>> = HashMap::new();
     for item in stack.items().await {
@@ -79,7 +80,8 @@ async fn sizes(stack: &Stack) -> HashMap<&'static str, Vec<usize>> {
         let kind = match (pk.split('#').next().unwrap(), sk.as_str()) {
             ("PHONE", "OTP") => "OTP",
             ("PHONE", "USER") => "USER",
-            ("SESSION", _) => "SESSION",
+            ("ACCOUNT", "ACCOUNT") => "ACCOUNT",
+            ("ACCOUNT", sk) if sk.starts_with("SESSION#") => "SESSION",
             ("IP", _) => "IP",
             ("GLOBAL", _) => "GLOBAL",
             other => panic!("an item of an unknown kind: {other:?}"),
@@ -123,9 +125,10 @@ async fn a_login_with_the_template_budgets_costs_the_capacity_the_readme_states(
     .await;
     assert_eq!(verified.status, 200, "{}", verified.body);
     let after_verify = sizes(&stack).await;
-    let (otp_after, user, session) = (
+    let (otp_after, user, account, session) = (
         largest(&after_verify, "OTP"),
         largest(&after_verify, "USER"),
+        largest(&after_verify, "ACCOUNT"),
         largest(&after_verify, "SESSION"),
     );
 
@@ -141,17 +144,21 @@ async fn a_login_with_the_template_budgets_costs_the_capacity_the_readme_states(
     // send: one TransactWriteItems of the phone's OTP item and a slot of each budget.
     let send_wru = write_units(otp, 2) + write_units(ip, 2) + write_units(global, 2);
     // verify: one consistent BatchGetItem (OTP, USER; USER absent on a first login still
-    // costs a unit), then one TransactWriteItems of OTP, USER and the new SESSION.
+    // costs a unit), then one TransactWriteItems of OTP, USER, the new ACCOUNT and the new
+    // SESSION. (A returning account's login also reads its item collection with one
+    // Query: its ACCOUNT item and sessions, one read unit per 4 KB.)
     let verify_rru = read_units(otp) + read_units(user);
-    let verify_wru =
-        write_units(otp.max(otp_after), 2) + write_units(user, 2) + write_units(session, 2);
+    let verify_wru = write_units(otp.max(otp_after), 2)
+        + write_units(user, 2)
+        + write_units(account, 2)
+        + write_units(session, 2);
     // refresh and logout: one conditional UpdateItem of the SESSION item.
     let refresh_wru = write_units(session.max(session_rotated), 1);
     let logout_wru = write_units(session_rotated.max(session_revoked), 1);
 
     println!("item sizes (bytes, DynamoDB's rules):");
     println!(
-        "  OTP {otp} after send, {otp_after} after verify; USER {user}; SESSION {session} → {session_rotated} → {session_revoked}"
+        "  OTP {otp} after send, {otp_after} after verify; USER {user}; ACCOUNT {account}; SESSION {session} → {session_rotated} → {session_revoked}"
     );
     println!("  IP budget {ip} (50 slots, one used); GLOBAL shard {global} (one slot used)");
     println!("capacity per request (on-demand request units):");
@@ -161,10 +168,11 @@ async fn a_login_with_the_template_budgets_costs_the_capacity_the_readme_states(
     println!("  logout  {logout_wru} WRU");
 
     // Every item but a full budget item fits one 1 KB write unit; a login (send, verify,
-    // refresh, logout) is 6 + 2 + 6 + 1 + 1 = 16 write units and 2 read units.
+    // refresh, logout) is 6 + 8 + 1 + 1 = 16 write units and 2 read units.
     for (kind, size) in [
         ("OTP", otp.max(otp_after)),
         ("USER", user),
+        ("ACCOUNT", account),
         ("SESSION", session.max(session_rotated).max(session_revoked)),
     ] {
         assert!(
@@ -174,7 +182,7 @@ async fn a_login_with_the_template_budgets_costs_the_capacity_the_readme_states(
     }
     assert_eq!(
         (send_wru, verify_rru, verify_wru, refresh_wru, logout_wru),
-        (6, 2, 6, 1, 1)
+        (6, 2, 8, 1, 1)
     );
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 /// What each event must produce, in the order they run (sends after the verifies that
 /// share nothing with them; the fourth send of one phone is the rate-limited one).
-const EXPECTED: [(&str, Outcome); 22] = [
+const EXPECTED: [(&str, Outcome); 27] = [
     ("otp-verify", Outcome::Status(200)),
     ("otp-verify-wrong-code", Outcome::Status(400)),
     ("otp-verify-expired-code", Outcome::Status(401)),
@@ -43,6 +43,11 @@ const EXPECTED: [(&str, Outcome); 22] = [
     ("logout-unknown-token", Outcome::Status(400)),
     ("logout-not-json", Outcome::Status(400)),
     ("logout-alb", Outcome::Status(400)),
+    ("sessions", Outcome::Status(200)),
+    ("sessions-bad-token", Outcome::Status(401)),
+    ("sessions-revoke", Outcome::Status(200)),
+    ("account-delete-reauth-required", Outcome::Status(401)),
+    ("account-delete", Outcome::Status(200)),
     ("jwks", Outcome::Status(200)),
     ("jwks-openid-configuration", Outcome::Status(200)),
     ("jwks-not-found", Outcome::Status(404)),
@@ -94,12 +99,32 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
         .await
         .unwrap();
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth_secret).await.unwrap()).unwrap();
-    seed_sample_events(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
+    seed_sample_events(
+        &DynamoDbStore::new(ddb.clone(), &table),
+        &secret,
+        &sm,
+        &jwks_secret,
+    )
+    .await;
 
     let env = function_env(&table, &auth_secret, &jwks_secret);
     let mut secrets_in_events: Vec<String> = vec!["123456".into(), "654321".into()];
     for event in ["token-refresh", "logout"] {
         secrets_in_events.push(body_field(&sample_event(event), "refreshToken"));
+    }
+    for event in [
+        "sessions",
+        "account-delete",
+        "account-delete-reauth-required",
+    ] {
+        let header = sample_event(event)["headers"]["authorization"].clone();
+        secrets_in_events.push(
+            header
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Bearer ")
+                .to_owned(),
+        );
     }
 
     for (name, expected) in EXPECTED {

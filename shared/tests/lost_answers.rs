@@ -127,7 +127,9 @@ async fn a_login_whose_retry_met_a_conflict_finds_its_own_session() {
         .items()
         .await
         .into_iter()
-        .filter(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk == "SESSION"))
+        .filter(
+            |i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk.starts_with("SESSION#")),
+        )
         .count();
     assert_eq!(sessions, 1, "one login, one session");
 }
@@ -353,4 +355,245 @@ async fn a_logout_whose_answer_came_late_or_met_a_transaction_is_200_and_ends_th
         let again = post(&p.logout, "logout", &refresh_body(&first)).await;
         assert_eq!((again.status, again.code()), (400, "INVALID_TOKEN"));
     }
+}
+
+// ---- accounts and sessions (CONTRACT §7) ------------------------------------------------
+
+/// A request to one of the access-token routes, as Lambda hands it over.
+fn bearer_request(
+    method: &str,
+    path: &str,
+    access: &str,
+    body: Option<&serde_json::Value>,
+) -> lambda_http::Request {
+    use lambda_http::RequestExt;
+    let mut event = common::sample_event("logout");
+    let full = format!("/api/v1/auth{path}");
+    event["rawPath"] = json!(full);
+    event["routeKey"] = json!(format!("{method} {full}"));
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(full);
+    event["headers"]["authorization"] = json!(format!("Bearer {access}"));
+    match body {
+        Some(b) => event["body"] = json!(b.to_string()),
+        None => {
+            event.as_object_mut().unwrap().remove("body");
+        }
+    }
+    let mut context = lambda_http::Context::default();
+    let now = foodsave_auth::ports::Clock::now(&foodsave_auth::clock::SystemClock).as_millis();
+    context.deadline = now + 10_000;
+    foodsave_auth::http::event::request_from_json(&event.to_string())
+        .unwrap()
+        .with_lambda_context(context)
+}
+
+fn access_of(answer: &common::Answer) -> String {
+    answer.body["accessToken"].as_str().unwrap().to_owned()
+}
+
+fn sid_of(answer: &common::Answer) -> String {
+    let payload = access_of(answer).split('.').nth(1).unwrap().to_owned();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+async fn sessions_listed(p: &Proxied, answer: &common::Answer) -> common::Answer {
+    common::call(
+        &p.sessions,
+        bearer_request("GET", "/sessions", &access_of(answer), None),
+    )
+    .await
+}
+
+/// Session items of the stack, and how many of them are revoked.
+async fn session_items(stack: &Stack) -> (usize, usize) {
+    let sessions: Vec<Item> = stack
+        .items()
+        .await
+        .into_iter()
+        .filter(
+            |i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk.starts_with("SESSION#")),
+        )
+        .collect();
+    let revoked = sessions
+        .iter()
+        .filter(|i| i.contains_key("revokedAt"))
+        .count();
+    (sessions.len(), revoked)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_whose_answer_came_late_answers_200_and_erases_the_account() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let session = login(&stack, &p, &phone).await;
+    let before = p.proxy.count("TransactWriteItems");
+    p.proxy.once("TransactWriteItems", late());
+    let answer = common::call(
+        &p.account_delete,
+        bearer_request("POST", "/account/delete", &access_of(&session), None),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, &answer.body),
+        (200, &json!({})),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        p.proxy.count("TransactWriteItems") - before,
+        2,
+        "the SDK sent it again"
+    );
+    assert_eq!(
+        session_items(&stack).await,
+        (0, 0),
+        "its sessions are erased"
+    );
+    assert!(
+        item(&stack, &format!("PHONE#{phone}")).await.is_some(),
+        "the OTP item stays"
+    );
+    let refreshed = post(&p.refresh, "token-refresh", &refresh_body(&session)).await;
+    assert_eq!(refreshed.code(), "INVALID_REFRESH_TOKEN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_that_met_a_transaction_reads_again_and_deletes() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let session = login(&stack, &p, &phone).await;
+    p.proxy.once(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["None", "None", "TransactionConflict", "None"]),
+    );
+    let answer = common::call(
+        &p.account_delete,
+        bearer_request("POST", "/account/delete", &access_of(&session), None),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        p.proxy.count("Query"),
+        2,
+        "the check's read, and one after the lost race"
+    );
+    assert_eq!(session_items(&stack).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_of_all_sessions_whose_answer_came_late_answers_200() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    let second = login(&stack, &p, &phone).await;
+    p.proxy.once("TransactWriteItems", late());
+    let answer = post(
+        &p.logout,
+        "logout",
+        &json!({ "refreshToken": second.body["refreshToken"], "scope": "all" }),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, &answer.body),
+        (200, &json!({})),
+        "{}",
+        answer.body
+    );
+    assert_eq!(session_items(&stack).await, (2, 2));
+    for token in [&first, &second] {
+        let refreshed = post(&p.refresh, "token-refresh", &refresh_body(token)).await;
+        assert_eq!(refreshed.code(), "INVALID_REFRESH_TOKEN");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_of_the_others_that_met_a_transaction_decides_again() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    let second = login(&stack, &p, &phone).await;
+    p.proxy.once(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["TransactionConflict", "None"]),
+    );
+    let answer = post(
+        &p.logout,
+        "logout",
+        &json!({ "refreshToken": second.body["refreshToken"], "scope": "others" }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(session_items(&stack).await, (2, 1));
+    let gone = post(&p.refresh, "token-refresh", &refresh_body(&first)).await;
+    assert_eq!(gone.code(), "INVALID_REFRESH_TOKEN");
+    let kept = post(&p.refresh, "token-refresh", &refresh_body(&second)).await;
+    assert_eq!(kept.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_revocation_whose_answer_came_late_or_met_a_transaction_answers_200() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[]).await;
+    let phone = random_phone();
+    let first = login(&stack, &p, &phone).await;
+    let second = login(&stack, &p, &phone).await;
+    let third = login(&stack, &p, &phone).await;
+    for (target, fault) in [(&first, late()), (&second, Fault::transaction_conflict())] {
+        p.proxy.once("UpdateItem", fault);
+        let answer = common::call(
+            &p.sessions,
+            bearer_request(
+                "POST",
+                "/sessions/revoke",
+                &access_of(&third),
+                Some(&json!({ "sessionId": sid_of(target) })),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (answer.status, &answer.body),
+            (200, &json!({})),
+            "{}",
+            answer.body
+        );
+    }
+    assert_eq!(p.proxy.count("UpdateItem"), 4, "each sent twice");
+    let listed = sessions_listed(&p, &third).await;
+    assert_eq!(listed.body["sessions"].as_array().unwrap().len(), 1);
+}
+
+/// A login past the session limit whose answer came late: one new session, the least
+/// recently used revoked once, and the tokens answered are the new session's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_that_evicts_a_session_and_whose_answer_came_late_logs_in_once() {
+    let stack = Stack::new().await;
+    let p = proxied(&stack, &[("MAX_SESSIONS_PER_ACCOUNT", "1")]).await;
+    let phone = random_phone();
+    let old = login(&stack, &p, &phone).await;
+    assert_eq!(send(&p, &phone).await.status, 200);
+    let code = sent_code(&stack, &phone).await;
+    p.proxy.once("TransactWriteItems", late());
+    let answer = post(
+        &p.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(session_items(&stack).await, (2, 1));
+    let gone = post(&p.refresh, "token-refresh", &refresh_body(&old)).await;
+    assert_eq!(gone.code(), "INVALID_REFRESH_TOKEN");
+    let listed = sessions_listed(&p, &answer).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["sessions"][0]["id"], sid_of(&answer).as_str());
 }

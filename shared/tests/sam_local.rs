@@ -289,7 +289,13 @@ async fn every_sample_event_through_sam_local_invoke_has_the_outcome_events_rs_e
         .await
         .unwrap();
     let secret = AuthSecret::parse(&fetch_secret_string(&sm, &auth_secret).await.unwrap()).unwrap();
-    seed_sample_events(&DynamoDbStore::new(ddb.clone(), &table), &secret).await;
+    seed_sample_events(
+        &DynamoDbStore::new(ddb.clone(), &table),
+        &secret,
+        &sm,
+        &jwks_secret,
+    )
+    .await;
 
     // --env-vars: what CloudFormation resolves (the table and secret names, the issuer),
     // plus where AWS is. SAM applies a value only to variables the template declares.
@@ -309,6 +315,20 @@ async fn every_sample_event_through_sam_local_invoke_has_the_outcome_events_rs_e
     let mut secrets: Vec<String> = vec!["123456".into(), "654321".into()];
     for event in ["token-refresh", "logout"] {
         secrets.push(body_field(&sample_event(event), "refreshToken"));
+    }
+    for event in [
+        "sessions",
+        "account-delete",
+        "account-delete-reauth-required",
+    ] {
+        let header = sample_event(event)["headers"]["authorization"].clone();
+        secrets.push(
+            header
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Bearer ")
+                .to_owned(),
+        );
     }
 
     // The events of one function run in events.rs's order (the fourth send of a phone is

@@ -4,10 +4,12 @@
 //! |-----------|-----------------|-----------|--------------------------------------------------|
 //! | OTP state | `PHONE#<e164>`  | `OTP`     | sends, active code MAC, tries, wrong guesses,    |
 //! |           |                 |           | idempotency key hash, version, last write ids    |
-//! | user      | `PHONE#<e164>`  | `USER`    | the stable opaque `sub`                          |
-//! | session   | `SESSION#<sid>` | `SESSION` | sub, phone, expiry, revocation (and its write    |
-//! |           |                 |           | id), and the refresh chain: live token's hash,   |
-//! |           |                 |           | generation, rotatedAt, the rotation's id         |
+//! | user      | `PHONE#<e164>`  | `USER`    | the phone's account: its opaque `sub`            |
+//! | account   | `ACCOUNT#<sub>` | `ACCOUNT` | phone, createdAt, version (bumped by each login) |
+//! | session   | `ACCOUNT#<sub>` | `SESSION#<sid>` | sub, phone, expiry, user agent, revocation |
+//! |           |                 |           | (and its write id), and the refresh chain: live  |
+//! |           |                 |           | token's hash, generation, rotatedAt (= last      |
+//! |           |                 |           | used), the rotation's id                         |
 //! | IP budget | `IP#<address>`  | `SENDS`   | slots `s0`…: time of the send holding each       |
 //! | global    | `GLOBAL#<n>`    | `SENDS`   | slots of shard n of the hourly SMS budget        |
 //!
@@ -25,10 +27,23 @@
 //! transaction. A repeat's condition refuses it, and the item it returns names the
 //! write that is already there.
 //!
+//! An account's sessions are its item collection (CONTRACT §7): listing them is one
+//! strongly consistent Query, which reads its own writes (a sparse GSI would not), and a
+//! session id names its account (`domain::session`), so a refresh token finds its item
+//! without a lookup. The account item's version is what a login and a deletion race on:
+//! each conditions on the version it read, so a login racing a deletion never brings the
+//! old `sub` back and a deletion never misses a session a login added. Partition keys
+//! separate what each function may touch (`dynamodb:LeadingKeys` in `template.yaml`):
+//! refresh and logout reach only `ACCOUNT#` items, never the `PHONE#` account mapping.
+//!
 //! Requests per call on the common path: send 1 (a conditional put that also reads what it replaces; with the IP or
 //! global budget on, one transaction that also claims their slots), verify 2 (batch
-//! get, transaction), refresh 1 (conditional update), logout 1 (conditional update; 2
-//! with a token the chain has rotated past). Refresh and logout never use a transaction.
+//! get, transaction; 3 for a returning account, whose sessions are read to keep their
+//! limit), refresh 1 (conditional update), logout 1 (conditional update; 2 with a token
+//! the chain has rotated past; scopes `others` and `all`: Query, transaction), the
+//! session list 1 (Query), a session's revocation 2 (Query, update), an account's
+//! deletion 2 (Query, transaction). Refresh and scope `session` logout never use a
+//! transaction.
 //! A send past a spent global budget: at most 3 (see `domain::global_budget`).
 //! User items carry no TTL: a user's `sub` must never change.
 
@@ -41,8 +56,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
 use crate::domain::global_budget::shard_key;
@@ -59,8 +74,15 @@ pub const TTL_ATTRIBUTE: &str = "expiresAt";
 
 const SK_OTP: &str = "OTP";
 const SK_USER: &str = "USER";
-const SK_SESSION: &str = "SESSION";
+const SK_ACCOUNT: &str = "ACCOUNT";
+const SK_SESSION_PREFIX: &str = "SESSION#";
 const SK_SENDS: &str = "SENDS";
+
+/// The most items one transaction may write (DynamoDB's limit).
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Pages of an account's item collection read before giving up (each up to 1 MB,
+/// thousands of sessions): far beyond what `MAX_SESSIONS_PER_ACCOUNT` and the TTL leave.
+const ACCOUNT_QUERY_PAGES: u32 = 8;
 
 /// How many times a batch read asks again for keys DynamoDB left unprocessed.
 const BATCH_GET_ROUNDS: u32 = 6;
@@ -99,8 +121,16 @@ fn phone_pk(phone: &PhoneNumber) -> String {
     format!("PHONE#{}", phone.e164())
 }
 
-fn session_pk(sid: &SessionId) -> String {
-    format!("SESSION#{}", sid.as_str())
+fn account_pk(sub: &str) -> String {
+    format!("ACCOUNT#{sub}")
+}
+
+/// A session's key: in its account's item collection.
+fn session_key(sid: &SessionId) -> Item {
+    key(
+        account_pk(&sid.account()),
+        &format!("{SK_SESSION_PREFIX}{}", sid.as_str()),
+    )
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -320,43 +350,77 @@ impl DynamoDbStore {
         })
     }
 
-    /// The phone's OTP state and its user's `sub`, if it has logged in before, and
-    /// whether the session `opened` exists (a login of this request whose answer was
-    /// lost). One request.
-    pub async fn load_login(
-        &self,
-        phone: &PhoneNumber,
-        opened: Option<&SessionId>,
-    ) -> Result<Login, StoreError> {
-        let mut keys = vec![key(phone_pk(phone), SK_OTP), key(phone_pk(phone), SK_USER)];
-        if let Some(sid) = opened {
-            keys.push(key(session_pk(sid), SK_SESSION));
-        }
+    /// The phone's OTP state and its account's `sub`, if it has one. One request.
+    pub async fn load_login(&self, phone: &PhoneNumber) -> Result<Login, StoreError> {
+        let keys = vec![key(phone_pk(phone), SK_OTP), key(phone_pk(phone), SK_USER)];
         let mut login = Login::default();
         for item in &self.batch_get(keys).await? {
             match get_s(item, SK)? {
                 SK_OTP => login.otp = otp_from_item(item)?,
                 SK_USER => login.sub = Some(get_s(item, "sub")?.to_owned()),
-                SK_SESSION => login.opened = true,
                 _ => {}
             }
         }
         Ok(login)
     }
 
+    /// An account's item collection: the account item and every stored session (live
+    /// or not), strongly consistent. One request unless the collection is over 1 MB.
+    pub async fn load_account(&self, sub: &str) -> Result<Account, StoreError> {
+        let mut account = Account {
+            sub: sub.to_owned(),
+            ..Account::default()
+        };
+        let mut start = None;
+        for _ in 0..ACCOUNT_QUERY_PAGES {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(account_pk(sub)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(store_error)?;
+            for item in out.items.unwrap_or_default() {
+                let sk = get_s(&item, SK)?;
+                if sk == SK_ACCOUNT {
+                    account.phone = Some(get_s(&item, "phone")?.to_owned());
+                    account.version = Some(get_n(&item, "ver")?);
+                } else if let Some(sid) = sk.strip_prefix(SK_SESSION_PREFIX) {
+                    let sid = SessionId::from_stored(sid.to_owned());
+                    account.sessions.push(session_from_item(&item, &sid)?);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => return Ok(account),
+            }
+        }
+        Err(StoreError::Other(
+            "account collection too large to read".into(),
+        ))
+    }
+
     /// In one transaction: consume the code (if the phone's state is still at `version`,
-    /// so no wrong try, send or other verify came in between), create the user's `sub` if
-    /// new, and create the session with its first refresh token. Of concurrent verifies
-    /// of one code exactly one commits. A repeat of a login that was applied (its answer
-    /// lost, the SDK's retry refused: ClientRequestToken makes that retry idempotent on
-    /// AWS for 10 minutes, not on every endpoint) finds its own session, whose id is
-    /// random and this login's alone, and is success.
+    /// so no wrong try, send or other verify came in between), make the phone's account
+    /// `session.sub` (new, or still at the version `account` read, so that no deletion or
+    /// other login came in between), create the session with its first refresh token,
+    /// and revoke `account.evict` (the least recently used sessions past
+    /// `MAX_SESSIONS_PER_ACCOUNT`, CONTRACT §7). Of concurrent verifies of one code exactly
+    /// one commits. A repeat of a login that was applied (its answer lost, the SDK's retry
+    /// refused: ClientRequestToken makes that retry idempotent on AWS for 10 minutes, not
+    /// on every endpoint) finds its own session, whose id is random and this login's
+    /// alone, and is success.
     pub async fn complete_login(
         &self,
         phone: &PhoneNumber,
         version: u64,
         now: UnixMillis,
         session: &Session,
+        account: &LoginAccount,
     ) -> Result<(), StoreError> {
         let consume = Update::builder()
             .table_name(&self.table)
@@ -383,24 +447,216 @@ impl DynamoDbStore {
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
-        let result = self
+        let account_item = match account.version {
+            None => {
+                let mut item = key(account_pk(&session.sub), SK_ACCOUNT);
+                item.insert("phone".into(), s(phone.e164()));
+                item.insert("createdAt".into(), n(now.as_millis()));
+                item.insert("ver".into(), n(1));
+                TransactWriteItem::builder()
+                    .put(self.put_new(item)?)
+                    .build()
+            }
+            Some(read) => TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(account_pk(&session.sub), SK_ACCOUNT)))
+                        .update_expression("SET ver = ver + :one, lastLoginAt = :now")
+                        .condition_expression("ver = :ver")
+                        .expression_attribute_values(":one", n(1))
+                        .expression_attribute_values(":ver", n(read))
+                        .expression_attribute_values(":now", n(now.as_millis()))
+                        .build()
+                        .map_err(|e| StoreError::Other(e.into()))?,
+                )
+                .build(),
+        };
+        let mut request = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(consume).build())
             .transact_items(TransactWriteItem::builder().update(user).build())
+            .transact_items(account_item)
             .transact_items(
                 TransactWriteItem::builder()
                     .put(self.put_new(session_item(session))?)
                     .build(),
-            )
-            .send()
-            .await;
-        match result {
+            );
+        for sid in &account.evict {
+            request = request.transact_items(
+                TransactWriteItem::builder()
+                    .update(self.revocation(sid, now, session.id.as_str(), false)?)
+                    .build(),
+            );
+        }
+        match request.send().await {
             Ok(_) => Ok(()),
-            Err(err) if cancelled_codes(&err).get(2).copied() == Some("ConditionalCheckFailed") => {
+            Err(err) if cancelled_codes(&err).get(3).copied() == Some("ConditionalCheckFailed") => {
                 Ok(())
             }
             Err(err) => Err(transaction_error(err)),
+        }
+    }
+
+    /// The update that revokes a session in a transaction, tagged `write_id`. With
+    /// `only_live`, conditioned on the session being there and not revoked (a lost race
+    /// otherwise); without, only on its being there, keeping an earlier revocation's
+    /// time and tag (so that the write that made it still recognises itself).
+    fn revocation(
+        &self,
+        sid: &SessionId,
+        now: UnixMillis,
+        write_id: &str,
+        only_live: bool,
+    ) -> Result<Update, StoreError> {
+        let condition = if only_live {
+            "attribute_exists(pk) AND attribute_not_exists(revokedAt)"
+        } else {
+            "attribute_exists(pk)"
+        };
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression(
+                "SET revokedAt = if_not_exists(revokedAt, :now), \
+                 revokedBy = if_not_exists(revokedBy, :wid)",
+            )
+            .condition_expression(condition)
+            .expression_attribute_values(":now", n(now.as_millis()))
+            .expression_attribute_values(":wid", s(write_id))
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))
+    }
+
+    /// Revoke the live sessions `sids` of one account in one transaction tagged
+    /// `write_id` (logout with scope `others` or `all`, CONTRACT §7), and with `keep`,
+    /// only while that session is still not revoked. [`StoreError::Conflict`] when any
+    /// of them changed meanwhile: read the account again (a session revoked with
+    /// `write_id` is this write's, applied by an attempt whose answer was lost).
+    pub async fn revoke_sessions(
+        &self,
+        sids: &[SessionId],
+        keep: Option<&SessionId>,
+        write_id: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        if sids.len() + usize::from(keep.is_some()) > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Other(
+                "too many sessions for one transaction".into(),
+            ));
+        }
+        let mut request = self.client.transact_write_items();
+        for sid in sids {
+            request = request.transact_items(
+                TransactWriteItem::builder()
+                    .update(self.revocation(sid, now, write_id, true)?)
+                    .build(),
+            );
+        }
+        if let Some(sid) = keep {
+            request = request.transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(session_key(sid)))
+                            .condition_expression(
+                                "attribute_exists(pk) AND attribute_not_exists(revokedAt)",
+                            )
+                            .build()
+                            .map_err(|e| StoreError::Other(e.into()))?,
+                    )
+                    .build(),
+            );
+        }
+        request.send().await.map(|_| ()).map_err(transaction_error)
+    }
+
+    /// Erase an account (CONTRACT §7) in one transaction: its account item (still at
+    /// `account.version`), the phone's mapping to it, its sessions `delete` (at most
+    /// [`MAX_TRANSACTION_ITEMS`] − 3), and, with `otp`, the phone's active code and its
+    /// `Idempotency-Key` (the send window and guess counts stay). Answers
+    /// [`Deletion::NoOtpItem`] when the phone has no OTP item to clear (try again without
+    /// it), [`StoreError::Conflict`] when anything else changed meanwhile (read again: an
+    /// account that is gone was deleted, by this write or another).
+    pub async fn delete_account(
+        &self,
+        account: &Account,
+        phone: &PhoneNumber,
+        version: u64,
+        delete: &[SessionId],
+        otp: bool,
+    ) -> Result<Deletion, StoreError> {
+        if delete.len() + 3 > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Other(
+                "too many sessions for one transaction".into(),
+            ));
+        }
+        let delete_item = |key: Item| -> Result<TransactWriteItem, StoreError> {
+            let delete = aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| StoreError::Other(e.into()))?;
+            Ok(TransactWriteItem::builder().delete(delete).build())
+        };
+        let account_delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(account_pk(&account.sub), SK_ACCOUNT)))
+            .condition_expression("ver = :ver")
+            .expression_attribute_values(":ver", n(version))
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let user_delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(phone_pk(phone), SK_USER)))
+            .condition_expression("attribute_not_exists(pk) OR #sub = :sub")
+            .expression_attribute_names("#sub", "sub")
+            .expression_attribute_values(":sub", s(account.sub.clone()))
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let mut request = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(account_delete).build())
+            .transact_items(TransactWriteItem::builder().delete(user_delete).build());
+        if otp {
+            request = request.transact_items(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(phone_pk(phone), SK_OTP)))
+                            .update_expression(
+                                "REMOVE codeId, codeMac, codeExpiresAt, attempts, idemKey, \
+                                 idemCodeId SET ver = ver + :one",
+                            )
+                            .condition_expression("attribute_exists(pk)")
+                            .expression_attribute_values(":one", n(1))
+                            .build()
+                            .map_err(|e| StoreError::Other(e.into()))?,
+                    )
+                    .build(),
+            );
+        }
+        for sid in delete {
+            request = request.transact_items(delete_item(session_key(sid))?);
+        }
+        match request.send().await {
+            Ok(_) => Ok(Deletion::Deleted),
+            Err(err) => {
+                let codes = cancelled_codes(&err);
+                let others_held = codes
+                    .iter()
+                    .enumerate()
+                    .all(|(i, c)| i == 2 || matches!(*c, "None"));
+                if otp && codes.get(2).copied() == Some("ConditionalCheckFailed") && others_held {
+                    Ok(Deletion::NoOtpItem)
+                } else {
+                    Err(transaction_error(err))
+                }
+            }
         }
     }
 
@@ -637,6 +893,39 @@ impl DynamoDbStore {
 
     // ---- sessions and their refresh-token chain ---------------------------------------
 
+    /// Store an account and the phone's mapping to it, outside a login (imports,
+    /// fixtures): one transaction; [`StoreError::Conflict`] if either exists.
+    pub async fn insert_account(
+        &self,
+        sub: &str,
+        phone: &PhoneNumber,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut account = key(account_pk(sub), SK_ACCOUNT);
+        account.insert("phone".into(), s(phone.e164()));
+        account.insert("createdAt".into(), n(now.as_millis()));
+        account.insert("ver".into(), n(1));
+        let mut user = key(phone_pk(phone), SK_USER);
+        user.insert("sub".into(), s(sub));
+        user.insert("createdAt".into(), n(now.as_millis()));
+        self.client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put_new(account)?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put_new(user)?)
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(transaction_error)
+    }
+
     /// Store a new session, outside a login (imports, fixtures). One request;
     /// [`StoreError::Conflict`] if it exists.
     pub async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
@@ -670,7 +959,7 @@ impl DynamoDbStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(session_pk(sid), SK_SESSION)))
+            .set_key(Some(session_key(sid)))
             .update_expression(
                 "SET cur = :next, gen = gen + :one, rotatedAt = :now, \
                  tokenExpiresAt = :texp, rotationId = :rid, #ttl = :ttl",
@@ -724,7 +1013,7 @@ impl DynamoDbStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(session_pk(sid), SK_SESSION)))
+            .set_key(Some(session_key(sid)))
             .update_expression("SET revokedAt = :now, revokedBy = :wid")
             .expression_attribute_values(":now", n(now.as_millis()))
             .expression_attribute_values(":wid", s(write_id))
@@ -855,10 +1144,53 @@ pub enum SendWrite {
 pub struct Login {
     /// The phone's OTP state (default: no item).
     pub otp: OtpState,
-    /// Its user's `sub`, if it has logged in before.
+    /// Its account's `sub`, if it has one.
     pub sub: Option<String>,
-    /// The session asked after exists.
-    pub opened: bool,
+}
+
+/// What [`DynamoDbStore::load_account`] read of an account's item collection.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    pub sub: String,
+    /// The account item's phone and version (`None`: no account item, e.g. deleted).
+    pub phone: Option<String>,
+    pub version: Option<u64>,
+    /// Every stored session, live or not.
+    pub sessions: Vec<Session>,
+}
+
+impl Account {
+    /// The session `sid`, if stored.
+    pub fn session(&self, sid: &SessionId) -> Option<&Session> {
+        self.sessions.iter().find(|s| s.id == *sid)
+    }
+
+    /// Its live sessions at `now`, most recently used first.
+    pub fn live_sessions(&self, now: UnixMillis) -> Vec<&Session> {
+        let mut live: Vec<&Session> = self.sessions.iter().filter(|s| s.is_live(now)).collect();
+        live.sort_by(|a, b| {
+            b.last_used_at()
+                .cmp(&a.last_used_at())
+                .then(b.created_at.cmp(&a.created_at))
+        });
+        live
+    }
+}
+
+/// The account side of a login: the account item's version as read (`None`: a new
+/// account) and the sessions the login revokes to stay within the limit.
+#[derive(Debug, Clone, Default)]
+pub struct LoginAccount {
+    pub version: Option<u64>,
+    pub evict: Vec<SessionId>,
+}
+
+/// The outcome of [`DynamoDbStore::delete_account`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The phone has no OTP item to clear; nothing was written.
+    NoOtpItem,
 }
 
 /// What [`DynamoDbStore::read_send_items`] read: for each item asked for, what it holds
@@ -974,11 +1306,14 @@ fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
 }
 
 fn session_item(session: &Session) -> Item {
-    let mut item = key(session_pk(&session.id), SK_SESSION);
+    let mut item = session_key(&session.id);
     item.insert("sub".into(), s(session.sub.clone()));
     item.insert("phone".into(), s(session.phone.clone()));
     item.insert("createdAt".into(), n(session.created_at.as_millis()));
     item.insert("sessionExpiresAt".into(), n(session.expires_at.as_millis()));
+    if let Some(agent) = &session.user_agent {
+        item.insert("userAgent".into(), s(agent.clone()));
+    }
     item.insert("cur".into(), s(session.chain.current_hash.clone()));
     item.insert("gen".into(), n(session.chain.generation));
     item.insert("rotatedAt".into(), n(session.chain.rotated_at.as_millis()));
@@ -1002,6 +1337,8 @@ fn session_from_item(item: &Item, sid: &SessionId) -> Result<Session, StoreError
         created_at: UnixMillis(get_n(item, "createdAt")?),
         expires_at: UnixMillis(get_n(item, "sessionExpiresAt")?),
         revoked: item.contains_key("revokedAt"),
+        revoked_by: get_opt_s(item, "revokedBy")?,
+        user_agent: get_opt_s(item, "userAgent")?,
         chain: Chain {
             current_hash: get_s(item, "cur")?.to_owned(),
             generation: get_n(item, "gen")?,

@@ -27,6 +27,9 @@ pub struct AccessClaims {
     pub exp: u64,
     pub jti: String,
     pub client_id: String,
+    /// When the OTP verify that started the session happened; unchanged by refreshes
+    /// (CONTRACT §4, RFC 9068 §2.2.1), so a deletion can ask for a recent one (§7).
+    pub auth_time: u64,
 }
 
 /// Signs access tokens with the active key of the auth secret.
@@ -68,6 +71,7 @@ impl JwtIssuer {
             exp: iat.saturating_add(self.access_ttl_seconds()),
             jti: URL_SAFE_NO_PAD.encode(jti),
             client_id: self.config.client_id.clone(),
+            auth_time: session.created_at.as_secs(),
         };
         sign_jws(key, rng, &claims)
     }
@@ -150,7 +154,7 @@ mod tests {
     }
 
     fn session(rng: &SystemRandom) -> Session {
-        let id = SessionId::generate(rng).unwrap();
+        let id = SessionId::generate(rng, &crate::domain::random_id(rng).unwrap()).unwrap();
         let first = RefreshToken::generate(rng, &id).unwrap();
         let now = UnixMillis::from_secs(NOW_SECS);
         Session::start(
@@ -217,6 +221,7 @@ mod tests {
                 exp: NOW_SECS + 3600,
                 jti,
                 client_id: "foodsave-app".into(),
+                auth_time: NOW_SECS,
             }
         );
         // Exactly these claims, nothing more.
@@ -231,6 +236,7 @@ mod tests {
             names,
             [
                 "aud",
+                "auth_time",
                 "client_id",
                 "exp",
                 "iat",

@@ -1,5 +1,6 @@
 //! AWS implementations of the ports, and the AWS configuration they share.
 
+pub mod access_token;
 pub mod dynamodb;
 pub mod jwt;
 pub mod secrets;

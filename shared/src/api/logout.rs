@@ -1,5 +1,6 @@
-//! POST /logout (CONTRACT §1, §4): revoke the session a refresh token belongs to, with
-//! any unexpired token of its chain.
+//! POST /logout (CONTRACT §1, §4, §7): revoke the session a refresh token belongs to,
+//! with any unexpired token of its chain; with `scope` `others` or `all`, the account's
+//! other sessions or all of them.
 
 use std::sync::Arc;
 
@@ -15,10 +16,12 @@ use crate::adapters::{AuthSecret, DynamoDbStore};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig};
-use crate::domain::session::may_log_out;
+use crate::domain::session::{SessionId, may_log_out};
 use crate::domain::{AuthError, ChainKey, RefreshToken, Session, random_id};
-use crate::http::{json_object, refresh_token_field, require_post};
-use crate::ports::{Clock, Conditional};
+use crate::http::{
+    LogoutScope, json_object, logout_scope_field, refresh_token_field, require_post,
+};
+use crate::ports::{Clock, Conditional, StoreError};
 
 pub struct Logout {
     store: DynamoDbStore,
@@ -42,8 +45,9 @@ impl Logout {
     async fn logout(&self, req: &Request) -> Result<Value, AuthError> {
         require_post(req)?;
         let body = json_object(req)?;
-        let presented = RefreshToken::parse(refresh_token_field(&body)?)
-            .map_err(|_| AuthError::InvalidToken)?;
+        let raw = refresh_token_field(&body)?;
+        let scope = logout_scope_field(&body)?;
+        let presented = RefreshToken::parse(raw).map_err(|_| AuthError::InvalidToken)?;
         let budget = Budget::from_request(req);
         let secret = current_secret(&budget, &self.secret).await;
         let key = secret
@@ -60,12 +64,76 @@ impl Logout {
         };
         // One revocation per request, recognisable when repeated (CONTRACT §1).
         let write_id = random_id(&SystemRandom::new()).map_err(rng_failed)?;
+        if scope != LogoutScope::Session {
+            let revoked = settle(&budget, |_: Option<()>| {
+                self.logout_account_round(&budget, key, &presented, scope, &write_id)
+            })
+            .await?;
+            if revoked > 0 {
+                audit()
+                    .user(&presented.session_id().account())
+                    .count("sessions", revoked as u64)
+                    .emit(self.clock.now());
+            }
+            return Ok(json!({}));
+        }
         let answer = settle(&budget, |known| {
             self.logout_round(&budget, key, &presented, &write_id, known)
         })
         .await?;
         audit().emit(self.clock.now());
         Ok(answer)
+    }
+
+    /// Scopes `others` and `all` (CONTRACT §7): read the account's sessions (one Query),
+    /// check the presented token as §4 does, and revoke the live sessions in scope in one
+    /// transaction tagged `write_id`; for `others`, only while the token's session is
+    /// still live. A round after a lost answer recognises its transaction by the tag.
+    /// Answers how many sessions were revoked.
+    async fn logout_account_round(
+        &self,
+        budget: &Budget,
+        key: &ChainKey,
+        presented: &RefreshToken,
+        scope: LogoutScope,
+        write_id: &str,
+    ) -> Result<Round<(), usize>, AuthError> {
+        let sid = presented.session_id();
+        let now = self.clock.now();
+        let account = within(budget, self.store.load_account(&sid.account())).await?;
+        let ours = account
+            .sessions
+            .iter()
+            .filter(|s| s.revoked_by.as_deref() == Some(write_id))
+            .count();
+        if ours > 0 {
+            return Ok(Round::Done(ours));
+        }
+        if !may_log_out(presented, key, account.session(sid), now) {
+            return Err(AuthError::InvalidToken);
+        }
+        let targets: Vec<SessionId> = account
+            .live_sessions(now)
+            .into_iter()
+            .filter(|s| scope == LogoutScope::All || s.id != *sid)
+            .map(|s| s.id.clone())
+            .collect();
+        if targets.is_empty() {
+            return Ok(Round::Done(0));
+        }
+        let keep = (scope == LogoutScope::Others).then_some(sid);
+        match within(
+            budget,
+            self.store.revoke_sessions(&targets, keep, write_id, now),
+        )
+        .await
+        {
+            Ok(()) => Ok(Round::Done(targets.len())),
+            // A session in scope changed meanwhile (a login, a logout, a refresh of the
+            // kept one is no change): read again and decide anew.
+            Err(StoreError::Conflict) => Ok(Round::Lost(None)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// First round: revoke if the presented token is the live one (one conditional

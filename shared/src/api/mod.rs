@@ -2,10 +2,13 @@
 //! Each endpoint is built once per container ([`Endpoint::init`]) and then serves every
 //! request of that container.
 
+pub mod account_delete;
+pub mod bearer;
 pub mod jwks;
 pub mod logout;
 pub mod otp_send;
 pub mod otp_verify;
+pub mod sessions;
 pub mod token_refresh;
 
 use std::future::Future;

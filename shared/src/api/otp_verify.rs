@@ -10,12 +10,12 @@ use serde_json::Value;
 use super::{
     Endpoint, InitError, Round, respond, rng_failed, settle, signing_secret, token_pair, within,
 };
-use crate::adapters::dynamodb::Expect;
+use crate::adapters::dynamodb::{Account, Expect, LoginAccount};
 use crate::adapters::secrets::{SecretCache, require_pepper};
 use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
-use crate::config::{Env, OtpConfig, StoreConfig, TokenConfig};
+use crate::config::{AccountConfig, Env, OtpConfig, StoreConfig, TokenConfig};
 use crate::domain::otp::VerifyPolicy;
 use crate::domain::session::SessionId;
 use crate::domain::{
@@ -29,6 +29,7 @@ pub struct OtpVerify {
     secret: SecretCache<AuthSecret>,
     policy: VerifyPolicy,
     tokens: TokenConfig,
+    accounts: AccountConfig,
     issuer: JwtIssuer,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
@@ -40,12 +41,14 @@ impl OtpVerify {
         secret: SecretCache<AuthSecret>,
         policy: VerifyPolicy,
         tokens: TokenConfig,
+        accounts: AccountConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             secret,
             policy,
+            accounts,
             issuer: JwtIssuer::new(tokens.clone()),
             tokens,
             clock,
@@ -68,15 +71,18 @@ impl OtpVerify {
                 .phone(&phone)
                 .source_ip(ip.as_ref().map(SourceIp::as_str))
         };
+        // Any bytes a client sent: kept as text, then sanitised with the session.
+        let user_agent = req
+            .headers()
+            .get("user-agent")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let asked = Asked {
+            phone: &phone,
+            code: &code,
+            user_agent: user_agent.as_deref(),
+        };
         settle(&budget, |tried: Option<Tried>| {
-            self.verify_round(
-                &budget,
-                &secret,
-                &phone,
-                &code,
-                &audit,
-                tried.unwrap_or_default(),
-            )
+            self.verify_round(&budget, &secret, &asked, &audit, tried.unwrap_or_default())
         })
         .await
     }
@@ -90,21 +96,33 @@ impl OtpVerify {
         &self,
         budget: &Budget,
         secret: &AuthSecret,
-        phone: &PhoneNumber,
-        code: &OtpCode,
+        asked: &Asked<'_>,
         audit: &impl Fn(AuditEvent) -> Audit<'a>,
         mut tried: Tried,
     ) -> Result<Round<Tried, Value>, AuthError> {
+        let Asked {
+            phone,
+            code,
+            user_agent,
+        } = *asked;
         let pepper = secret
             .pepper()
             .ok_or_else(|| AuthError::internal("secret", "auth secret has no otpPepper"))?;
         let now = self.clock.now();
-        let opened = tried.login.as_ref().map(|l| &l.session.id);
-        let login = within(budget, self.store.load_login(phone, opened)).await?;
-        if login.opened
-            && let Some(prepared) = tried.login.take()
+        let login = within(budget, self.store.load_login(phone)).await?;
+        // A login of this request that may have been applied with its answer lost: if
+        // the phone's account is its account, its session tells.
+        let mut account = None;
+        if let Some(prepared) = &tried.login
+            && login.sub.as_deref() == Some(prepared.session.sub.as_str())
         {
-            return Ok(Round::Done(self.logged_in(prepared, audit, now)));
+            let read = within(budget, self.store.load_account(&prepared.session.sub)).await?;
+            if read.session(&prepared.session.id).is_some()
+                && let Some(prepared) = tried.login.take()
+            {
+                return Ok(Round::Done(self.logged_in(prepared, audit, now)));
+            }
+            account = Some(read);
         }
         if let Some((_, wrong)) = tried.wrong.iter().find(|(id, _)| login.otp.wrote(id)) {
             return Err(wrong.answer(audit, now));
@@ -179,16 +197,38 @@ impl OtpVerify {
                     {
                         prepared
                     }
-                    _ => self.prepare_login(secret, phone, login.sub.as_deref(), now)?,
+                    _ => {
+                        self.prepare_login(secret, phone, login.sub.as_deref(), user_agent, now)?
+                    }
+                };
+                // A returning account: its sessions, to keep within the limit.
+                let account = match (&login.sub, account) {
+                    (None, _) => LoginAccount::default(),
+                    (Some(sub), read) => {
+                        let read = match read {
+                            Some(read) => read,
+                            None => within(budget, self.store.load_account(sub)).await?,
+                        };
+                        self.login_account(&read, now)
+                    }
                 };
                 match within(
                     budget,
                     self.store
-                        .complete_login(phone, version, now, &prepared.session),
+                        .complete_login(phone, version, now, &prepared.session, &account),
                 )
                 .await
                 {
-                    Ok(()) => Ok(Round::Done(self.logged_in(prepared, audit, now))),
+                    Ok(()) => {
+                        if !account.evict.is_empty() {
+                            audit(AuditEvent::SessionRevoked)
+                                .user(&prepared.session.sub)
+                                .reason("limit")
+                                .count("sessions", account.evict.len() as u64)
+                                .emit(now);
+                        }
+                        Ok(Round::Done(self.logged_in(prepared, audit, now)))
+                    }
                     // Another verify, a wrong try or a new send got there first, or a
                     // transaction held one of the items (`TransactionConflict`).
                     Err(StoreError::Conflict) => {
@@ -201,7 +241,19 @@ impl OtpVerify {
         }
     }
 
-    /// A new session for the phone's user (`sub`: a new user if none), its first
+    /// The account item's version as read, and the least recently used live sessions
+    /// that a new one would push past `MAX_SESSIONS_PER_ACCOUNT` (CONTRACT §7).
+    fn login_account(&self, account: &Account, now: crate::domain::UnixMillis) -> LoginAccount {
+        let live = account.live_sessions(now);
+        let max = self.accounts.max_sessions_per_account.get() as usize;
+        let over = (live.len() + 1).saturating_sub(max);
+        LoginAccount {
+            version: account.version,
+            evict: live.iter().rev().take(over).map(|s| s.id.clone()).collect(),
+        }
+    }
+
+    /// A new session for the phone's account (`sub`: a new account if none), its first
     /// refresh token, and its access token, signed before the code is consumed: a
     /// signing failure must not burn it.
     fn prepare_login(
@@ -209,13 +261,14 @@ impl OtpVerify {
         secret: &AuthSecret,
         phone: &PhoneNumber,
         sub: Option<&str>,
+        user_agent: Option<&str>,
         now: crate::domain::UnixMillis,
     ) -> Result<Prepared, AuthError> {
         let (sub, first_login) = match sub {
             Some(sub) => (sub.to_owned(), false),
             None => (random_id(&self.rng).map_err(rng_failed)?, true),
         };
-        let id = SessionId::generate(&self.rng).map_err(rng_failed)?;
+        let id = SessionId::generate(&self.rng, &sub).map_err(rng_failed)?;
         let refresh = RefreshToken::generate(&self.rng, &id).map_err(rng_failed)?;
         let session = Session::start(
             id,
@@ -225,7 +278,8 @@ impl OtpVerify {
             now,
             u64::from(self.tokens.session_max_seconds.get()),
             u64::from(self.tokens.refresh_ttl_seconds.get()),
-        );
+        )
+        .with_user_agent(user_agent);
         let access = self.issuer.issue(secret, &self.rng, now, &session)?;
         Ok(Prepared {
             session,
@@ -252,6 +306,14 @@ impl OtpVerify {
             self.issuer.access_ttl_seconds(),
         )
     }
+}
+
+/// What a verify asks: the phone, the code, and the client's `User-Agent`.
+#[derive(Clone, Copy)]
+struct Asked<'r> {
+    phone: &'r PhoneNumber,
+    code: &'r OtpCode,
+    user_agent: Option<&'r str>,
 }
 
 /// What a verify's earlier rounds wrote, each of which may have been applied with its
@@ -313,6 +375,7 @@ impl Endpoint for OtpVerify {
         let store = StoreConfig::load(env)?;
         let policy = OtpConfig::verify_policy(env)?;
         let tokens = TokenConfig::load(env)?;
+        let accounts = AccountConfig::load(env)?;
         let secret = super::load_auth_secret(aws, env, &clock, AuthSecret::parse).await?;
         require_pepper(&secret).await?;
         Ok(Self::new(
@@ -320,6 +383,7 @@ impl Endpoint for OtpVerify {
             secret,
             policy,
             tokens,
+            accounts,
             clock,
         ))
     }

@@ -39,11 +39,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const INIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// The function packages, each building a binary of the same name.
-pub const FUNCTIONS: [&str; 6] = [
+pub const FUNCTIONS: [&str; 8] = [
     "otp-send",
     "otp-verify",
     "token-refresh",
     "logout",
+    "sessions",
+    "account-delete",
     "jwks",
     "key-rotation",
 ];

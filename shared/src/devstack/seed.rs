@@ -46,8 +46,8 @@ pub async fn seed_session(
     now: UnixMillis,
 ) -> Result<(), BoxError> {
     let session = Session::start(
-        SessionId::from_stored(token.session_id().as_str().to_owned()),
-        random_id(&SystemRandom::new()).map_err(|_| "random source failed")?,
+        token.session_id().clone(),
+        token.session_id().account(),
         "+77001234561".into(),
         token,
         now,
@@ -93,4 +93,71 @@ pub fn function_env(table: &str, auth_secret: &str, jwks_secret: &str) -> Vec<(S
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// The key that signs the access tokens of the sample events (`events/sessions*.json`,
+/// `events/account-delete*.json`), so that they verify whenever they are replayed
+/// against a local stack: its public JWK is added to the stack's JWK Set by
+/// [`publish_sample_key`]. A local fixture only: nothing deployed holds or trusts it.
+pub const SAMPLE_KEY_PEM: &str = include_str!("sample-events-key.pem");
+/// The sample key's `kid`.
+pub const SAMPLE_KID: &str = "sample-events";
+
+/// Add the sample key's public JWK to the JWK Set secret `jwks_secret_id` (once).
+pub async fn publish_sample_key(
+    client: &aws_sdk_secretsmanager::Client,
+    jwks_secret_id: &str,
+) -> Result<(), BoxError> {
+    let raw = crate::adapters::secrets::fetch_secret_string(client, jwks_secret_id).await?;
+    let mut set: serde_json::Value = serde_json::from_str(&raw)?;
+    let keys = set
+        .get_mut("keys")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or("the JWK Set has no keys array")?;
+    if keys
+        .iter()
+        .any(|k| k.get("kid").and_then(serde_json::Value::as_str) == Some(SAMPLE_KID))
+    {
+        return Ok(());
+    }
+    keys.push(crate::keys::public_jwk_from_pem(
+        SAMPLE_KID,
+        SAMPLE_KEY_PEM,
+    )?);
+    client
+        .put_secret_value()
+        .secret_id(jwks_secret_id)
+        .secret_string(set.to_string())
+        .send()
+        .await
+        .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
+    Ok(())
+}
+
+/// A live session `sid` (one day) of its account, creating the account for `phone` if
+/// it has none yet: the state a sample access token names.
+pub async fn seed_account_session(
+    store: &DynamoDbStore,
+    sid: &SessionId,
+    phone: &PhoneNumber,
+    now: UnixMillis,
+) -> Result<(), BoxError> {
+    let sub = sid.account();
+    match store.insert_account(&sub, phone, now).await {
+        Ok(()) | Err(crate::ports::StoreError::Conflict) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let token =
+        RefreshToken::generate(&SystemRandom::new(), sid).map_err(|_| "random source failed")?;
+    let session = Session::start(
+        sid.clone(),
+        sub,
+        phone.e164().to_owned(),
+        &token,
+        now,
+        86_400,
+        86_400,
+    );
+    store.insert_session(&session).await?;
+    Ok(())
 }

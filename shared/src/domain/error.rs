@@ -24,6 +24,16 @@ pub enum AuthError {
     InvalidRefreshToken,
     #[error("token not accepted for logout")]
     InvalidToken,
+    /// No valid access token for an access-token endpoint (CONTRACT §7); why is logged
+    /// only, never answered.
+    #[error("access token not accepted: {0}")]
+    InvalidAccessToken(&'static str),
+    /// The token's OTP verify is older than `max_age` seconds (RFC 9470).
+    #[error("re-authentication required")]
+    ReauthRequired { max_age: u64 },
+    /// No live session of the caller's account has this id.
+    #[error("no such session")]
+    SessionNotFound,
     /// A dependency (DynamoDB, SNS, Secrets Manager) is unavailable, throttled or refused.
     #[error("dependency unavailable: {context}")]
     Unavailable {

@@ -1,6 +1,11 @@
 //! Sessions and their refresh-token chain (CONTRACT §4, RFC 9700 §4.14.2).
 //!
-//! A refresh token is `base64url(session id ‖ 256 bits)`: 64 URL-safe characters. The
+//! A session id is `base64url(account ‖ 128 random bits)`, where the account is the 128
+//! bits of the user's `sub`: a session names the account it belongs to, so every
+//! session is stored in its account's item collection (listed with one Query, CONTRACT
+//! §7) and a refresh token, which carries its session id, finds its item with no lookup.
+//!
+//! A refresh token is `base64url(session id ‖ 256 bits)`: 86 URL-safe characters. The
 //! 256 bits of a session's first token come from the CSPRNG; those of every later token
 //! are `HMAC-SHA256(chain key, previous token)`. The chain runs forward only: from any
 //! token the service can compute every later one, never an earlier one, and nobody
@@ -20,7 +25,9 @@ use secrecy::{ExposeSecret, SecretSlice};
 
 use super::time::UnixMillis;
 
-const SESSION_ID_BYTES: usize = 16;
+/// A `sub` is 128 random bits (`domain::random_id`).
+const ACCOUNT_BYTES: usize = 16;
+const SESSION_ID_BYTES: usize = ACCOUNT_BYTES + 16;
 const SECRET_BYTES: usize = 32;
 const TOKEN_BYTES: usize = SESSION_ID_BYTES + SECRET_BYTES;
 
@@ -31,15 +38,27 @@ const TOKEN_BYTES: usize = SESSION_ID_BYTES + SECRET_BYTES;
 /// older token of the chain counts as one never issued.
 pub const MAX_CHAIN_WALK: u64 = 1_000;
 
-/// Random 128-bit session id (base64url); also the access token's `sid`.
+/// A session id (base64url of the account's 128 bits and 128 random ones); also the
+/// access token's `sid`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionId(String);
 
 impl SessionId {
-    pub fn generate(rng: &dyn SecureRandom) -> Result<Self, ring::error::Unspecified> {
+    /// A new session of the account `sub` (which must be a `domain::random_id`).
+    pub fn generate(rng: &dyn SecureRandom, sub: &str) -> Result<Self, ring::error::Unspecified> {
+        let account = account_bytes(sub).ok_or(ring::error::Unspecified)?;
         let mut bytes = [0u8; SESSION_ID_BYTES];
-        rng.fill(&mut bytes)?;
+        let (head, tail) = bytes.split_at_mut(ACCOUNT_BYTES);
+        head.copy_from_slice(&account);
+        rng.fill(tail)?;
         Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A session id as a client sent it: `None` unless it has the shape of ours.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        (bytes.len() == SESSION_ID_BYTES && URL_SAFE_NO_PAD.encode(&bytes) == raw)
+            .then(|| Self(raw.to_owned()))
     }
 
     pub fn from_stored(raw: String) -> Self {
@@ -49,6 +68,25 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The `sub` of the account the session belongs to (empty for an id not of our
+    /// shape, which names no stored session).
+    pub fn account(&self) -> String {
+        URL_SAFE_NO_PAD
+            .decode(&self.0)
+            .ok()
+            .and_then(|bytes| {
+                bytes
+                    .get(..ACCOUNT_BYTES)
+                    .map(|a| URL_SAFE_NO_PAD.encode(a))
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The 128 bits of a `sub`.
+fn account_bytes(sub: &str) -> Option<[u8; ACCOUNT_BYTES]> {
+    URL_SAFE_NO_PAD.decode(sub).ok()?.as_slice().try_into().ok()
 }
 
 /// The key of the refresh-token chains: derived from the pepper under its own label, so
@@ -203,7 +241,26 @@ pub struct Session {
     /// No token of the session outlives this (`SESSION_MAX_SECONDS`).
     pub expires_at: UnixMillis,
     pub revoked: bool,
+    /// The write that revoked it, so that a repeat of that write is recognised as done.
+    pub revoked_by: Option<String>,
+    /// The verify request's `User-Agent`, sanitised ([`sanitize_user_agent`]).
+    pub user_agent: Option<String>,
     pub chain: Chain,
+}
+
+/// The longest `User-Agent` kept with a session (CONTRACT §7), in characters.
+pub const MAX_USER_AGENT_CHARS: usize = 200;
+
+/// A `User-Agent` as a session keeps it (CONTRACT §7): control characters removed, cut
+/// to [`MAX_USER_AGENT_CHARS`], surrounding spaces trimmed; `None` when nothing is left.
+pub fn sanitize_user_agent(raw: Option<&str>) -> Option<String> {
+    let kept: String = raw?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT_CHARS)
+        .collect();
+    let kept = kept.trim();
+    (!kept.is_empty()).then(|| kept.to_owned())
 }
 
 impl Session {
@@ -224,6 +281,8 @@ impl Session {
             created_at: now,
             expires_at: now.plus_secs(session_max_secs),
             revoked: false,
+            revoked_by: None,
+            user_agent: None,
             chain: Chain {
                 current_hash: first.hash(),
                 generation: 0,
@@ -232,6 +291,18 @@ impl Session {
                 rotation_id: None,
             },
         }
+    }
+
+    /// With the verify request's `User-Agent`, sanitised.
+    pub fn with_user_agent(mut self, raw: Option<&str>) -> Self {
+        self.user_agent = sanitize_user_agent(raw);
+        self
+    }
+
+    /// When the session was last used: its latest refresh, or its verify (CONTRACT §7's
+    /// `lastUsedAt`), which is when its live token was issued.
+    pub fn last_used_at(&self) -> UnixMillis {
+        self.chain.rotated_at
     }
 
     /// Not revoked, and neither the session nor its live token has expired.
@@ -316,7 +387,7 @@ mod tests {
 
     fn started(now: UnixMillis) -> (Session, RefreshToken) {
         let rng = SystemRandom::new();
-        let sid = SessionId::generate(&rng).unwrap();
+        let sid = SessionId::generate(&rng, &crate::domain::random_id(&rng).unwrap()).unwrap();
         let first = RefreshToken::generate(&rng, &sid).unwrap();
         let session = Session::start(
             sid,
@@ -338,12 +409,12 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_64_url_safe_chars_and_carry_their_session() {
+    fn tokens_are_86_url_safe_chars_and_carry_their_session() {
         let rng = SystemRandom::new();
-        let sid = SessionId::generate(&rng).unwrap();
+        let sid = SessionId::generate(&rng, &crate::domain::random_id(&rng).unwrap()).unwrap();
         let t = RefreshToken::generate(&rng, &sid).unwrap();
         for token in [t.clone(), t.successor(&key())] {
-            assert_eq!(token.expose().len(), 64);
+            assert_eq!(token.expose().len(), 86);
             assert!(
                 token
                     .expose()
@@ -357,6 +428,38 @@ mod tests {
         }
         assert_eq!(format!("{t:?}"), "RefreshToken(..)");
         assert_eq!(format!("{:?}", key()), "ChainKey(..)");
+    }
+
+    #[test]
+    fn a_session_id_names_its_account() {
+        let rng = SystemRandom::new();
+        let sub = crate::domain::random_id(&rng).unwrap();
+        let sid = SessionId::generate(&rng, &sub).unwrap();
+        assert_eq!(sid.account(), sub);
+        assert_eq!(sid.as_str().len(), 43);
+        assert_eq!(SessionId::parse(sid.as_str()), Some(sid.clone()));
+        assert_ne!(SessionId::generate(&rng, &sub).unwrap(), sid);
+        for raw in ["", "abc", &sub, &format!("{}=", sid.as_str()), "é"] {
+            assert_eq!(SessionId::parse(raw), None, "{raw:?}");
+        }
+        assert!(SessionId::generate(&rng, "not-a-sub").is_err());
+        assert_eq!(SessionId::from_stored("!".into()).account(), "");
+    }
+
+    #[test]
+    fn user_agents_lose_control_characters_and_stop_at_200_characters() {
+        assert_eq!(sanitize_user_agent(None), None);
+        assert_eq!(sanitize_user_agent(Some("")), None);
+        assert_eq!(sanitize_user_agent(Some(" \t\r\n ")), None);
+        assert_eq!(
+            sanitize_user_agent(Some("FoodSave/5.2\r\n (iPhone)\u{7f}")).as_deref(),
+            Some("FoodSave/5.2 (iPhone)")
+        );
+        let long = "ж".repeat(300);
+        assert_eq!(
+            sanitize_user_agent(Some(&long)).unwrap().chars().count(),
+            MAX_USER_AGENT_CHARS
+        );
     }
 
     #[test]
@@ -374,9 +477,10 @@ mod tests {
         for raw in [
             "def50200",
             "",
-            "a".repeat(63).as_str(),
-            "a".repeat(65).as_str(),
-            &"+".repeat(64),
+            "a".repeat(64).as_str(),
+            "a".repeat(85).as_str(),
+            "a".repeat(87).as_str(),
+            &"+".repeat(86),
         ] {
             assert_eq!(
                 RefreshToken::parse(raw).err(),

@@ -93,6 +93,31 @@ pub fn refresh_token_field(body: &Map<String, Value>) -> Result<&str, AuthError>
     Ok(token)
 }
 
+/// Which sessions a logout ends (CONTRACT §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// The token's session (the default, §4).
+    Session,
+    /// Every other live session of the token's account; the token's stays live.
+    Others,
+    /// Every session of the account.
+    All,
+}
+
+/// The optional `scope` of a logout: absent is `session`; any other value, a
+/// non-string or null is a 400 naming the field.
+pub fn logout_scope_field(body: &Map<String, Value>) -> Result<LogoutScope, AuthError> {
+    match body.get("scope") {
+        None => Ok(LogoutScope::Session),
+        Some(Value::String(s)) if s == "session" => Ok(LogoutScope::Session),
+        Some(Value::String(s)) if s == "others" => Ok(LogoutScope::Others),
+        Some(Value::String(s)) if s == "all" => Ok(LogoutScope::All),
+        Some(_) => Err(AuthError::bad_request(
+            "scope: must be \"session\", \"others\" or \"all\"",
+        )),
+    }
+}
+
 pub fn json_response(status: StatusCode, body: &Value, cache: CachePolicy) -> Response<Body> {
     let mut response = Response::new(Body::Text(body.to_string()));
     *response.status_mut() = status;
@@ -202,6 +227,21 @@ fn describe(err: &AuthError) -> (StatusCode, &'static str, String) {
             "INVALID_TOKEN",
             "supply a valid refresh token".into(),
         ),
+        AuthError::InvalidAccessToken(_) => (
+            StatusCode::UNAUTHORIZED,
+            "INVALID_ACCESS_TOKEN",
+            "the access token is not valid; refresh it or sign in again".into(),
+        ),
+        AuthError::ReauthRequired { .. } => (
+            StatusCode::UNAUTHORIZED,
+            "REAUTH_REQUIRED",
+            "sign in again with a new code, then retry with the new access token".into(),
+        ),
+        AuthError::SessionNotFound => (
+            StatusCode::NOT_FOUND,
+            "SESSION_NOT_FOUND",
+            "no live session of this account has that id".into(),
+        ),
         AuthError::Unavailable { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "SERVICE_UNAVAILABLE",
@@ -245,8 +285,26 @@ pub fn error_response(err: &AuthError, request_id: Option<&str>) -> Response<Bod
     if let Some(secs) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if status == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    match err {
+        // RFC 6750 §3.1.
+        AuthError::InvalidAccessToken(_) => {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        // RFC 9470 §3.
+        AuthError::ReauthRequired { max_age } => {
+            let challenge =
+                format!("Bearer error=\"insufficient_user_authentication\", max_age={max_age}");
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        _ if status == StatusCode::UNAUTHORIZED => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
     }
     if let AuthError::MethodNotAllowed { allow } = err {
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -264,6 +322,30 @@ mod tests {
             Body::Text(t) => serde_json::from_str(t).unwrap(),
             _ => panic!("expected a text body"),
         }
+    }
+
+    #[test]
+    fn access_token_errors_carry_their_bearer_challenge() {
+        let resp = error_response(&AuthError::InvalidAccessToken("expired"), None);
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            "Bearer error=\"invalid_token\""
+        );
+        let body = body_of(&resp);
+        assert_eq!(body["code"], "INVALID_ACCESS_TOKEN");
+        assert!(!body.to_string().contains("expired"));
+        let resp = error_response(&AuthError::ReauthRequired { max_age: 300 }, None);
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            "Bearer error=\"insufficient_user_authentication\", max_age=300"
+        );
+        assert_eq!(body_of(&resp)["code"], "REAUTH_REQUIRED");
+        let resp = error_response(&AuthError::SessionNotFound, None);
+        assert_eq!(resp.status(), 404);
+        assert_eq!(body_of(&resp)["code"], "SESSION_NOT_FOUND");
+        assert!(resp.headers().get("www-authenticate").is_none());
     }
 
     #[test]

@@ -141,8 +141,8 @@ pub fn body(data: &[u8]) -> Result<(), Breach> {
 }
 
 /// A presented refresh token, in a body and on its own: the edge takes it iff it is
-/// 1–512 bytes, and it is one of ours in shape iff it is 64 base64url characters (48
-/// bytes: session id and secret). What parses round-trips; what is not ours is unknown,
+/// 1–512 bytes, and it is one of ours in shape iff it is 86 canonical base64url
+/// characters (64 bytes: session id and secret). What parses round-trips; what is not ours is unknown,
 /// never malformed (CONTRACT §1).
 pub fn refresh_token(data: &[u8]) -> Result<(), Breach> {
     let raw = String::from_utf8_lossy(data);
@@ -162,10 +162,12 @@ pub fn refresh_token(data: &[u8]) -> Result<(), Breach> {
             check_bad_request(err, &["refreshToken:"])?;
         }
     }
-    let ours_in_shape = raw.len() == 64
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    // 64 bytes in canonical unpadded base64url: 86 characters whose last carries no
+    // stray bits.
+    let ours_in_shape = raw.len() == 86
+        && URL_SAFE_NO_PAD
+            .decode(raw)
+            .is_ok_and(|bytes| bytes.len() == TOKEN_BYTES);
     match RefreshToken::parse(raw) {
         Ok(token) => {
             ensure!(ours_in_shape, "{raw:?} parsed as a refresh token");
@@ -173,8 +175,8 @@ pub fn refresh_token(data: &[u8]) -> Result<(), Breach> {
         }
         Err(_) => ensure!(!ours_in_shape, "{raw:?} refused as a refresh token"),
     }
-    // Any 48 bytes, encoded as we issue tokens, parse back to themselves.
-    if let Some(bytes) = data.get(..48) {
+    // Any 64 bytes, encoded as we issue tokens, parse back to themselves.
+    if let Some(bytes) = data.get(..TOKEN_BYTES) {
         let text = URL_SAFE_NO_PAD.encode(bytes);
         let Ok(token) = RefreshToken::parse(&text) else {
             return Err(Breach(format!("issued-shape token {text} refused")));
@@ -185,6 +187,9 @@ pub fn refresh_token(data: &[u8]) -> Result<(), Breach> {
     edge(&req)
 }
 
+/// Bytes in a refresh token: a 32-byte session id and 32 secret bytes.
+const TOKEN_BYTES: usize = 64;
+
 fn check_token(token: &RefreshToken, raw: &str) -> Result<(), Breach> {
     ensure!(token.expose() == raw, "a parsed token changed its text");
     let decoded = URL_SAFE_NO_PAD.decode(raw).unwrap_or_default();
@@ -192,8 +197,8 @@ fn check_token(token: &RefreshToken, raw: &str) -> Result<(), Breach> {
         .decode(token.session_id().as_str())
         .unwrap_or_default();
     ensure!(
-        decoded.len() == 48 && decoded.get(..16) == Some(sid.as_slice()),
-        "the session id of {raw:?} is not its first 16 bytes"
+        decoded.len() == TOKEN_BYTES && decoded.get(..32) == Some(sid.as_slice()),
+        "the session id of {raw:?} is not its first 32 bytes"
     );
     let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
     ensure!(
@@ -761,7 +766,7 @@ mod tests {
 
     #[test]
     fn a_token_in_the_issued_shape_parses_back() {
-        refresh_token(&[7u8; 48]).unwrap();
+        refresh_token(&[7u8; 64]).unwrap();
         refresh_token(b"").unwrap();
         refresh_token(&[b'A'; 600]).unwrap();
     }

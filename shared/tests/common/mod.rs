@@ -16,16 +16,20 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use base64::Engine;
+use foodsave_auth::adapters::access_token::PublicKeys;
 use foodsave_auth::adapters::secrets::SecretCache;
 use foodsave_auth::adapters::{AuthSecret, DynamoDbStore, SnsSmsSender};
 use foodsave_auth::api::Endpoint;
+use foodsave_auth::api::account_delete::AccountDelete;
+use foodsave_auth::api::bearer::Bearer;
 use foodsave_auth::api::jwks::Jwks;
 use foodsave_auth::api::logout::Logout;
 use foodsave_auth::api::otp_send::OtpSend;
 use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::sessions::Sessions;
 use foodsave_auth::api::token_refresh::TokenRefresh;
 use foodsave_auth::clock::{ManualClock, SystemClock};
-use foodsave_auth::config::{OtpConfig, TokenConfig};
+use foodsave_auth::config::{AccountConfig, OtpConfig, TokenConfig};
 use foodsave_auth::devstack;
 use foodsave_auth::ports::Clock;
 use foodsave_auth::rotation::KeyRotation;
@@ -227,6 +231,7 @@ impl Stack {
             self.secret().await,
             OtpConfig::verify_policy(&env).unwrap(),
             TokenConfig::load(&env).unwrap(),
+            AccountConfig::load(&env).unwrap(),
             self.clock(),
         )
     }
@@ -245,6 +250,32 @@ impl Stack {
         Jwks::init(&self.aws, &self.env(&[]), self.clock())
             .await
             .unwrap()
+    }
+
+    /// The public JWK Set secret as the access-token endpoints read it.
+    pub async fn bearer(&self, extra: &[(&str, &str)]) -> Bearer {
+        let keys = SecretCache::load(
+            self.sm.clone(),
+            self.jwks_secret_id.clone(),
+            PublicKeys::parse,
+            self.clock(),
+        )
+        .await
+        .unwrap();
+        Bearer::new(keys, &TokenConfig::load(&self.env(extra)).unwrap())
+    }
+
+    pub async fn sessions(&self, extra: &[(&str, &str)]) -> Sessions {
+        Sessions::new(self.store(), self.bearer(extra).await, self.clock())
+    }
+
+    pub async fn account_delete(&self, extra: &[(&str, &str)]) -> AccountDelete {
+        AccountDelete::new(
+            self.store(),
+            self.bearer(extra).await,
+            AccountConfig::load(&self.env(extra)).unwrap(),
+            self.clock(),
+        )
     }
 
     pub async fn logout(&self) -> Logout {
@@ -422,8 +453,16 @@ pub fn body_field(event: &Value, field: &str) -> String {
 /// The state the sample events assume: a code 123456 for the phones of `otp-verify` and
 /// `otp-verify-wrong-code`, and live sessions for the tokens in `token-refresh` and
 /// `logout`.
-pub async fn seed_sample_events(store: &DynamoDbStore, secret: &AuthSecret) {
-    use foodsave_auth::devstack::seed::{seed_code, seed_session};
+pub async fn seed_sample_events(
+    store: &DynamoDbStore,
+    secret: &AuthSecret,
+    sm: &aws_sdk_secretsmanager::Client,
+    jwks_secret_id: &str,
+) {
+    use foodsave_auth::devstack::seed::{
+        publish_sample_key, seed_account_session, seed_code, seed_session,
+    };
+    use foodsave_auth::domain::session::SessionId;
     use foodsave_auth::domain::{OtpCode, PhoneNumber, RefreshToken};
     let now = SystemClock.now();
     let code = OtpCode::parse("123456").unwrap();
@@ -437,4 +476,42 @@ pub async fn seed_sample_events(store: &DynamoDbStore, secret: &AuthSecret) {
         let token = RefreshToken::parse(&body_field(&sample_event(event), "refreshToken")).unwrap();
         seed_session(store, &token, now).await.unwrap();
     }
+    // The sessions the sample access tokens name, signed by the sample key.
+    publish_sample_key(sm, jwks_secret_id).await.unwrap();
+    for event in [
+        "sessions",
+        "account-delete",
+        "account-delete-reauth-required",
+    ] {
+        let claims = sample_access_claims(event);
+        let sid = SessionId::parse(claims["sid"].as_str().unwrap()).unwrap();
+        let phone = PhoneNumber::parse(claims["phone_number"].as_str().unwrap()).unwrap();
+        seed_account_session(store, &sid, &phone, now)
+            .await
+            .unwrap();
+    }
+    // The session events/sessions-revoke.json ends: another of the first account's.
+    let claims = sample_access_claims("sessions-revoke");
+    let target =
+        SessionId::parse(&body_field(&sample_event("sessions-revoke"), "sessionId")).unwrap();
+    let phone = PhoneNumber::parse(claims["phone_number"].as_str().unwrap()).unwrap();
+    seed_account_session(store, &target, &phone, now)
+        .await
+        .unwrap();
+}
+
+/// The claims of the access token in a sample event's `Authorization` header.
+pub fn sample_access_claims(event: &str) -> Value {
+    let header = sample_event(event)["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = header.strip_prefix("Bearer ").unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }

@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use foodsave_auth::adapters::access_token::PublicKeys;
 use foodsave_auth::adapters::{AuthSecret, DynamoDbStore, SecretCache, SnsSmsSender};
+use foodsave_auth::api::account_delete::AccountDelete;
+use foodsave_auth::api::bearer::Bearer;
 use foodsave_auth::api::logout::Logout;
 use foodsave_auth::api::otp_send::OtpSend;
 use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::sessions::Sessions;
 use foodsave_auth::api::token_refresh::TokenRefresh;
-use foodsave_auth::config::{OtpConfig, TokenConfig};
+use foodsave_auth::config::{AccountConfig, OtpConfig, TokenConfig};
 use foodsave_auth::devstack::fault_proxy::FaultProxy;
 use foodsave_auth::ports::Clock;
 use lambda_http::{Context, RequestExt};
@@ -18,13 +22,15 @@ use serde_json::{Value, json};
 
 use super::{Answer, Stack, call, event_request};
 
-/// The four POST endpoints, every AWS call of theirs going through `proxy`.
+/// The endpoints, every AWS call of theirs going through `proxy`.
 pub struct Proxied {
     pub proxy: FaultProxy,
     pub send: OtpSend,
     pub verify: OtpVerify,
     pub refresh: TokenRefresh,
     pub logout: Logout,
+    pub sessions: Sessions,
+    pub account_delete: AccountDelete,
 }
 
 pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
@@ -51,6 +57,7 @@ pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
         secret(AuthSecret::parse).await.unwrap(),
         OtpConfig::verify_policy(&env).unwrap(),
         TokenConfig::load(&env).unwrap(),
+        AccountConfig::load(&env).unwrap(),
         clock.clone(),
     );
     let refresh = TokenRefresh::new(
@@ -62,6 +69,25 @@ pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
     let logout = Logout::new(
         store(),
         secret(AuthSecret::parse_pepper_only).await.unwrap(),
+        clock.clone(),
+    );
+    let tokens = TokenConfig::load(&env).unwrap();
+    let bearer = || async {
+        let keys = SecretCache::load(
+            sm.clone(),
+            stack.jwks_secret_id.clone(),
+            PublicKeys::parse,
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        Bearer::new(keys, &tokens)
+    };
+    let sessions = Sessions::new(store(), bearer().await, clock.clone());
+    let account_delete = AccountDelete::new(
+        store(),
+        bearer().await,
+        AccountConfig::load(&env).unwrap(),
         clock,
     );
     Proxied {
@@ -70,6 +96,8 @@ pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
         verify,
         refresh,
         logout,
+        sessions,
+        account_delete,
     }
 }
 

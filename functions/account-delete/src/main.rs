@@ -1,0 +1,10 @@
+//! Lambda function for the `account-delete` endpoints; all logic lives in `foodsave_auth::api::account_delete`.
+
+use foodsave_auth::api::account_delete::AccountDelete;
+
+// One thread: Lambda hands a container one event at a time (measured: less CPU per
+// request and at init than the multi-threaded runtime, no cross-thread wake-ups).
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    foodsave_auth::runtime::serve::<AccountDelete>().await
+}
