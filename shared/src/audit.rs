@@ -22,7 +22,8 @@
 //!
 //! - The lower-case members are the audit trail; their keys are a contract (queries and
 //!   alarms are written against them). Optional ones (`requestId`, `phone`, `sourceIp`,
-//!   `sub`, `sid`, `reason`) are left out when absent; `recordOnly` is always there, true
+//!   `sub`, `sid`, `actor` (the operator of a command-line action), `reason`) are left
+//!   out when absent; `recordOnly` is always there, true
 //!   when `ABUSE_MODE=record-only` let a refused request through. Counts
 //!   ([`Audit::count`], e.g. `attemptsLeft`, `retryAfterSeconds`) are plain numeric
 //!   members, not metrics.
@@ -77,7 +78,7 @@ pub const NAMESPACE: &str = "FoodSave/Auth";
 pub const METRIC: &str = "Events";
 
 /// The members an [`Audit::count`] may not take: the audit trail's own and the metric's.
-const RESERVED: [&str; 14] = [
+const RESERVED: [&str; 15] = [
     "audit",
     "function",
     "requestId",
@@ -85,6 +86,7 @@ const RESERVED: [&str; 14] = [
     "sourceIp",
     "sub",
     "sid",
+    "actor",
     "reason",
     "recordOnly",
     "Event",
@@ -119,11 +121,17 @@ pub enum AuditEvent {
     SessionRevoked,
     /// An account was deleted (CONTRACT §7).
     AccountDeleted,
+    /// An operator blocked a phone (CONTRACT §7).
+    PhoneBlocked,
+    /// An operator lifted a phone's block.
+    PhoneUnblocked,
+    /// An operator cleared a phone's guess count and send window.
+    PhoneUnlocked,
 }
 
 impl AuditEvent {
     /// Every event, in declaration order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::OtpSent,
         Self::OtpSendRefused,
         Self::OtpVerifyFailed,
@@ -135,6 +143,16 @@ impl AuditEvent {
         Self::RefreshReuseDetected,
         Self::SessionRevoked,
         Self::AccountDeleted,
+        Self::PhoneBlocked,
+        Self::PhoneUnblocked,
+        Self::PhoneUnlocked,
+    ];
+
+    /// The events only the operator's command line writes.
+    pub const OPERATOR: [Self; 3] = [
+        Self::PhoneBlocked,
+        Self::PhoneUnblocked,
+        Self::PhoneUnlocked,
     ];
 
     /// The event name: the `audit` member and the `Event` dimension.
@@ -151,6 +169,9 @@ impl AuditEvent {
             Self::RefreshReuseDetected => "refresh_reuse_detected",
             Self::SessionRevoked => "session_revoked",
             Self::AccountDeleted => "account_deleted",
+            Self::PhoneBlocked => "phone_blocked",
+            Self::PhoneUnblocked => "phone_unblocked",
+            Self::PhoneUnlocked => "phone_unlocked",
         }
     }
 }
@@ -172,6 +193,7 @@ pub struct Audit<'a> {
     source_ip: Option<&'a str>,
     sub: Option<&'a str>,
     sid: Option<&'a str>,
+    actor: Option<&'a str>,
     reason: Option<&'static str>,
     counts: Vec<(&'static str, u64)>,
     record_only: bool,
@@ -188,6 +210,7 @@ impl<'a> Audit<'a> {
             source_ip: None,
             sub: None,
             sid: None,
+            actor: None,
             reason: None,
             counts: Vec::new(),
             record_only: false,
@@ -220,6 +243,12 @@ impl<'a> Audit<'a> {
     /// The session id (`sid`).
     pub fn session(mut self, sid: &'a str) -> Self {
         self.sid = Some(sid);
+        self
+    }
+
+    /// Who acted: the operator of a command-line action (CONTRACT §7).
+    pub fn actor(mut self, actor: &'a str) -> Self {
+        self.actor = Some(actor);
         self
     }
 
@@ -261,6 +290,11 @@ impl<'a> Audit<'a> {
         let _ = self.write_line(&mut io::stdout().lock(), now);
     }
 
+    /// Writes the line to stderr: the operator's command line keeps stdout for results.
+    pub fn emit_to_stderr(self, now: UnixMillis) {
+        let _ = self.write_line(&mut io::stderr().lock(), now);
+    }
+
     /// Writes the line, members in the documented order, and a newline.
     fn write_line(&self, out: &mut impl Write, now: UnixMillis) -> io::Result<()> {
         let line = serde_json::to_string(&self.line(now)).map_err(io::Error::other)?;
@@ -278,6 +312,7 @@ impl<'a> Audit<'a> {
             ("sourceIp", self.source_ip.map(str::to_owned)),
             ("sub", self.sub.map(str::to_owned)),
             ("sid", self.sid.map(str::to_owned)),
+            ("actor", self.actor.map(str::to_owned)),
             ("reason", self.reason.map(str::to_owned)),
         ];
         members.extend(
@@ -452,6 +487,9 @@ mod tests {
                 "refresh_reuse_detected",
                 "session_revoked",
                 "account_deleted",
+                "phone_blocked",
+                "phone_unblocked",
+                "phone_unlocked",
             ]
         );
         assert_eq!(AuditEvent::RefreshRetried.to_string(), "refresh_retried");

@@ -2,14 +2,20 @@
 //!
 //! `domain` holds the rules, `ports` the traits they need, `adapters` the AWS
 //! implementations, `http` the request/response edge and `api` one module per endpoint.
-//! Each Lambda binary in `functions/` is a few lines around `runtime::serve`.
+//! Each Lambda binary in `functions/` is a few lines around `runtime::serve`. `accounts`
+//! is what is done to an account, shared by the endpoints and `admin`, the operator's
+//! actions behind `foodsave-auth-admin` (`tools/admin`).
 //!
 //! The `aws` feature (on by default) brings the AWS side: `adapters`, `api`, `runtime`,
 //! `keys` and `rotation`. Without it the crate is the domain and the request edge
 //! (`http`, whose `http::probe` is what `fuzz/` and the corpus replay test drive).
 
 #[cfg(feature = "aws")]
+pub mod accounts;
+#[cfg(feature = "aws")]
 pub mod adapters;
+#[cfg(feature = "aws")]
+pub mod admin;
 #[cfg(feature = "aws")]
 pub mod api;
 pub mod audit;

@@ -893,6 +893,99 @@ impl DynamoDbStore {
 
     // ---- sessions and their refresh-token chain ---------------------------------------
 
+    // ---- operator actions (CONTRACT §7) ------------------------------------------------
+
+    /// Block the phone: its OTP item (made if it has none) says so and loses its TTL, so
+    /// the block lasts until lifted; its version is bumped, so a send, verify or login
+    /// that read the item before fails its condition and reads the block. Setting the
+    /// same block again changes nothing that matters, so a repeated write is harmless.
+    pub async fn block_phone(
+        &self,
+        phone: &PhoneNumber,
+        reason: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Conditional<(), ()>, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(phone_pk(phone), SK_OTP)))
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(now.as_millis()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()));
+        let set = "SET blocked = :yes, blockedAt = :now, ver = if_not_exists(ver, :zero) + :one, \
+                   sends = if_not_exists(sends, :none)";
+        update = match reason {
+            Some(reason) => update
+                .update_expression(format!("{set}, blockReason = :reason REMOVE #ttl"))
+                .expression_attribute_values(":reason", s(reason)),
+            None => update.update_expression(format!("{set} REMOVE #ttl, blockReason")),
+        };
+        Ok(
+            match single_write(update.send().await, update_item_found)? {
+                Conditional::Applied(_) => Conditional::Applied(()),
+                Conditional::Failed(_) => Conditional::Failed(None),
+                Conditional::Held => Conditional::Held,
+            },
+        )
+    }
+
+    /// Lift a block: the item gets a TTL again (`keep_secs` from now, long enough for
+    /// its send window and guess count). `Failed` when the phone was not blocked.
+    pub async fn unblock_phone(
+        &self,
+        phone: &PhoneNumber,
+        now: UnixMillis,
+        keep_secs: u64,
+    ) -> Result<Conditional<(), ()>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(phone_pk(phone), SK_OTP)))
+            .update_expression(
+                "REMOVE blocked, blockedAt, blockReason SET ver = ver + :one, #ttl = :ttl",
+            )
+            .condition_expression("attribute_exists(blocked)")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", ttl(now.plus_secs(keep_secs)))
+            .send()
+            .await;
+        Ok(match single_write(result, |_| None)? {
+            Conditional::Applied(_) => Conditional::Applied(()),
+            Conditional::Failed(_) => Conditional::Failed(None),
+            Conditional::Held => Conditional::Held,
+        })
+    }
+
+    /// Clear the phone's guess count and send window (CONTRACT §7 `unlock`); its code,
+    /// a block and everything else stay. `Failed` when the phone has no OTP item.
+    pub async fn unlock_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Conditional<(), ()>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(phone_pk(phone), SK_OTP)))
+            .update_expression("REMOVE wrong SET sends = :none, ver = ver + :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        Ok(match single_write(result, |_| None)? {
+            Conditional::Applied(_) => Conditional::Applied(()),
+            Conditional::Failed(_) => Conditional::Failed(None),
+            Conditional::Held => Conditional::Held,
+        })
+    }
+
     /// Store an account and the phone's mapping to it, outside a login (imports,
     /// fixtures): one transaction; [`StoreError::Conflict`] if either exists.
     pub async fn insert_account(
@@ -1245,7 +1338,12 @@ fn otp_item(phone: &PhoneNumber, state: &OtpState, window_secs: u64) -> Item {
             AttributeValue::L(state.writes.iter().map(|w| s(w.clone())).collect()),
         );
     }
-    item.insert(TTL_ATTRIBUTE.into(), ttl(state.expires_at(window_secs)));
+    if state.blocked {
+        // A block lasts until it is lifted (CONTRACT §7): no TTL.
+        item.insert("blocked".into(), AttributeValue::Bool(true));
+    } else {
+        item.insert(TTL_ATTRIBUTE.into(), ttl(state.expires_at(window_secs)));
+    }
     item
 }
 
@@ -1302,6 +1400,7 @@ fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(StoreError::Corrupt("wids")),
         },
+        blocked: matches!(item.get("blocked"), Some(AttributeValue::Bool(true))),
     })
 }
 

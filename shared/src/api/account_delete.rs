@@ -18,32 +18,20 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
 use super::bearer::Bearer;
-use super::{Endpoint, InitError, Round, respond, settle, within};
+use super::{Endpoint, InitError, respond};
 use crate::adapters::DynamoDbStore;
-use crate::adapters::dynamodb::{Account, Deletion, MAX_TRANSACTION_ITEMS};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{AccountConfig, Env, StoreConfig, TokenConfig};
-use crate::domain::session::SessionId;
-use crate::domain::{AuthError, PhoneNumber};
+use crate::domain::AuthError;
 use crate::http::require_post;
-use crate::ports::{Clock, StoreError};
+use crate::ports::Clock;
 
 pub struct AccountDelete {
     store: DynamoDbStore,
     bearer: Bearer,
     accounts: AccountConfig,
     clock: Arc<dyn Clock>,
-}
-
-/// What the rounds of one deletion know.
-struct Attempt {
-    /// The account as last read (`None`: read it again).
-    account: Option<Account>,
-    /// A deletion of this request was sent: it may have been applied.
-    sent: bool,
-    /// Clear the phone's OTP item (it has one).
-    otp: bool,
 }
 
 impl AccountDelete {
@@ -72,21 +60,17 @@ impl AccountDelete {
         }
         let sub = caller.access.sub.clone();
         let caller_sid = caller.sid.clone();
-        // The first round decides from the check's read; later ones read again.
-        let mut first = Some(Attempt {
-            account: Some(caller.account),
-            sent: false,
-            otp: true,
-        });
-        let ended = settle(&budget, |known: Option<Attempt>| {
-            let attempt = known.or_else(|| first.take()).unwrap_or(Attempt {
-                account: None,
-                sent: true,
-                otp: true,
-            });
-            self.delete_round(&budget, &sub, attempt)
-        })
-        .await?;
+        // The first round decides from the check's read.
+        let ended = crate::accounts::erase(
+            &self.store,
+            &*self.clock,
+            &budget,
+            &sub,
+            Some(caller.account),
+        )
+        .await?
+        .ok_or(AuthError::InvalidAccessToken("account deleted"))?
+        .len();
         let ip = crate::http::source_ip(req);
         Audit::new(AuditEvent::AccountDeleted, Self::NAME)
             .request_id(crate::http::request_id(req).as_deref())
@@ -96,71 +80,6 @@ impl AccountDelete {
             .count("sessions", ended as u64)
             .emit(self.clock.now());
         Ok(json!({}))
-    }
-
-    /// One round: from the account as read, the transaction. Answers how many live
-    /// sessions it ended.
-    async fn delete_round(
-        &self,
-        budget: &Budget,
-        sub: &str,
-        attempt: Attempt,
-    ) -> Result<Round<Attempt, usize>, AuthError> {
-        let now = self.clock.now();
-        let account = match attempt.account {
-            Some(account) => account,
-            None => within(budget, self.store.load_account(sub)).await?,
-        };
-        let (Some(version), Some(phone)) = (account.version, account.phone.as_deref()) else {
-            // Gone: deleted by this request's own write (its answer lost) or by another
-            // deletion at the same moment. Either way the account is erased.
-            return if attempt.sent {
-                Ok(Round::Done(0))
-            } else {
-                Err(AuthError::InvalidAccessToken("account deleted"))
-            };
-        };
-        let phone = PhoneNumber::parse(phone).map_err(|_| StoreError::Corrupt("phone"))?;
-        let live: Vec<SessionId> = account
-            .live_sessions(now)
-            .into_iter()
-            .map(|s| s.id.clone())
-            .collect();
-        // Every session item goes, live ones first; what does not fit one transaction is
-        // already dead (revoked or expired) and leaves with its TTL.
-        let room = MAX_TRANSACTION_ITEMS - 3;
-        let mut delete = live.clone();
-        delete.extend(
-            account
-                .sessions
-                .iter()
-                .filter(|s| !live.contains(&s.id))
-                .map(|s| s.id.clone()),
-        );
-        delete.truncate(room);
-        match within(
-            budget,
-            self.store
-                .delete_account(&account, &phone, version, &delete, attempt.otp),
-        )
-        .await
-        {
-            Ok(Deletion::Deleted) => Ok(Round::Done(live.len())),
-            // No code to clear: the same deletion without it, from the same read.
-            Ok(Deletion::NoOtpItem) => Ok(Round::Next(Attempt {
-                account: Some(account),
-                sent: attempt.sent,
-                otp: false,
-            })),
-            // A login, a logout or a refresh changed the account meanwhile, or a
-            // transaction held an item: read again and decide anew.
-            Err(StoreError::Conflict) => Ok(Round::Lost(Some(Attempt {
-                account: None,
-                sent: true,
-                otp: attempt.otp,
-            }))),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 

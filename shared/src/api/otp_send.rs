@@ -206,6 +206,12 @@ impl OtpSend {
         let write_id = random_id(&self.rng).map_err(rng_failed)?;
         let written = match before.admit_send(now, self.policy(), active, request.idempotency) {
             SendOutcome::Replay => return Ok(Round::Done(Admission::Replay)),
+            SendOutcome::Blocked => {
+                self.audit(AuditEvent::OtpSendRefused, request)
+                    .reason("blocked")
+                    .emit(now);
+                return Err(AuthError::PhoneBlocked);
+            }
             SendOutcome::RateLimited {
                 limit,
                 retry_after_secs,

@@ -137,6 +137,12 @@ impl OtpVerify {
             phone,
             code,
         ) {
+            VerifyOutcome::Blocked => {
+                audit(AuditEvent::OtpVerifyFailed)
+                    .reason("blocked")
+                    .emit(now);
+                Err(AuthError::PhoneBlocked)
+            }
             VerifyOutcome::Locked { retry_after_secs } => {
                 audit(AuditEvent::OtpVerifyFailed)
                     .reason("guess_lock")
@@ -164,7 +170,7 @@ impl OtpVerify {
                 let write_id = random_id(&self.rng).map_err(rng_failed)?;
                 // Conditioned on the version read: concurrent wrong tries each count.
                 let window = self.policy.send_window_secs;
-                let next = next.tagged(&write_id);
+                let next = (*next).tagged(&write_id);
                 match within(
                     budget,
                     self.store

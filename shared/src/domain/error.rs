@@ -31,6 +31,9 @@ pub enum AuthError {
     /// The token's OTP verify is older than `max_age` seconds (RFC 9470).
     #[error("re-authentication required")]
     ReauthRequired { max_age: u64 },
+    /// An operator blocked the phone (CONTRACT §7).
+    #[error("phone blocked")]
+    PhoneBlocked,
     /// No live session of the caller's account has this id.
     #[error("no such session")]
     SessionNotFound,

@@ -134,6 +134,10 @@ pub struct OtpState {
     /// Ids of the item's last writes, newest first (at most [`WRITES_KEPT`]), so that a
     /// write whose answer was lost, and its retry, recognise their own effect (CONTRACT §1).
     pub writes: Vec<String>,
+    /// An operator blocked the phone (CONTRACT §7): send and verify answer 403 before
+    /// anything is spent. Kept in the phone's OTP item, which both already read or
+    /// condition on, so a block costs them no request.
+    pub blocked: bool,
 }
 
 /// How many write ids an OTP item keeps: a retry comes within seconds, while at most a
@@ -195,6 +199,8 @@ pub enum SendOutcome {
     /// The same `Idempotency-Key` as the send that issued the still valid code: answer
     /// that send's 200 again; nothing is sent or spent.
     Replay,
+    /// The phone is blocked: 403, nothing sent or spent (CONTRACT §3b's order).
+    Blocked,
     RateLimited {
         limit: SendLimit,
         retry_after_secs: u64,
@@ -209,7 +215,7 @@ pub enum VerifyOutcome {
     /// guesses). `attempts_left` is the smaller of the tries left on the code and the
     /// guesses left for the phone.
     Wrong {
-        next: OtpState,
+        next: Box<OtpState>,
         attempts_left: u32,
         /// This try was the code's last: it is burned.
         burned: bool,
@@ -220,6 +226,8 @@ pub enum VerifyOutcome {
     NoActiveCode,
     /// The phone has used its guess budget: 429, even for the right code.
     Locked { retry_after_secs: u64 },
+    /// The phone is blocked: 403, whatever the code.
+    Blocked,
 }
 
 /// Of `times` (any order), how long until fewer than `limit` are less than `window_secs`
@@ -344,6 +352,9 @@ impl OtpState {
         code: ActiveCode,
         idempotency_key_hash: Option<&str>,
     ) -> SendOutcome {
+        if self.blocked {
+            return SendOutcome::Blocked;
+        }
         if let Some(key) = idempotency_key_hash
             && self.is_replay(key, now, policy.max_attempts)
         {
@@ -381,6 +392,7 @@ impl OtpState {
             wrong: policy.guesses.in_window(&self.wrong, now),
             version: self.next_version(now),
             writes: self.writes.clone(),
+            blocked: false,
         })
     }
 
@@ -410,6 +422,7 @@ impl OtpState {
             wrong: self.wrong.clone(),
             version: self.next_version(sent_at),
             writes: self.writes.clone(),
+            blocked: self.blocked,
         }
     }
 
@@ -424,6 +437,9 @@ impl OtpState {
         phone: &PhoneNumber,
         code: &OtpCode,
     ) -> VerifyOutcome {
+        if self.blocked {
+            return VerifyOutcome::Blocked;
+        }
         if let Some(retry_after_secs) = guesses.lock(&self.wrong, now) {
             return VerifyOutcome::Locked { retry_after_secs };
         }
@@ -442,7 +458,7 @@ impl OtpState {
         let wrong = guesses.after_wrong(&self.wrong, now);
         let guesses_left = guesses.left(&wrong, now);
         VerifyOutcome::Wrong {
-            next: OtpState {
+            next: Box::new(OtpState {
                 sends: self.sends.clone(),
                 code: Some(ActiveCode {
                     attempts,
@@ -452,7 +468,8 @@ impl OtpState {
                 idempotency: self.idempotency.clone(),
                 version: self.next_version(now),
                 writes: self.writes.clone(),
-            },
+                blocked: false,
+            }),
             attempts_left: code_left.min(guesses_left),
             burned: code_left == 0,
             guesses_exhausted: guesses_left == 0,
@@ -642,7 +659,7 @@ mod tests {
                     assert_eq!(attempts_left, expected_left);
                     assert_eq!(burned, expected_left == 0);
                     assert!(!guesses_exhausted);
-                    state = next;
+                    state = *next;
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -683,7 +700,7 @@ mod tests {
                 state.code = Some(code_for(&format!("c{i}"), "111111", at.plus_secs(300)));
             }
             state = match state.check(at, 5, GUESSES, &pepper(), &phone(), &wrong) {
-                VerifyOutcome::Wrong { next, .. } => next,
+                VerifyOutcome::Wrong { next, .. } => *next,
                 other => panic!("try {i}: {other:?}"),
             };
         }

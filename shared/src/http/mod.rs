@@ -237,6 +237,11 @@ fn describe(err: &AuthError) -> (StatusCode, &'static str, String) {
             "REAUTH_REQUIRED",
             "sign in again with a new code, then retry with the new access token".into(),
         ),
+        AuthError::PhoneBlocked => (
+            StatusCode::FORBIDDEN,
+            "PHONE_BLOCKED",
+            "this phone number cannot sign in; contact support".into(),
+        ),
         AuthError::SessionNotFound => (
             StatusCode::NOT_FOUND,
             "SESSION_NOT_FOUND",

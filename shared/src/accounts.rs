@@ -1,0 +1,150 @@
+//! What is done to an account (CONTRACT §7), the same for the functions and the operator
+//! command line: erasing it, and revoking its live sessions. Each is a read of the
+//! account's item collection and one transaction, decided again after a lost race, and
+//! recognising its own effect when an answer was lost (CONTRACT §1).
+
+use crate::adapters::DynamoDbStore;
+use crate::adapters::dynamodb::{Account, Deletion, MAX_TRANSACTION_ITEMS};
+use crate::api::{Round, settle, within};
+use crate::budget::Budget;
+use crate::domain::session::SessionId;
+use crate::domain::{AuthError, PhoneNumber};
+use crate::ports::{Clock, StoreError};
+
+/// What the rounds of one erasure know.
+struct Attempt {
+    /// The account as last read (`None`: read it again).
+    account: Option<Account>,
+    /// An erasure of this call was sent: it may have been applied.
+    sent: bool,
+    /// Clear the phone's OTP item (it has one).
+    otp: bool,
+}
+
+/// Erase the account `sub`: every session, the account item, the phone's mapping to it,
+/// and the phone's active code with its `Idempotency-Key`; the send window, the guess
+/// count and a block stay. `read` is a fresh read of the account, if the caller has
+/// one. Answers the live sessions it ended, or `None` when there is no such account.
+pub async fn erase(
+    store: &DynamoDbStore,
+    clock: &dyn Clock,
+    budget: &Budget,
+    sub: &str,
+    read: Option<Account>,
+) -> Result<Option<Vec<SessionId>>, AuthError> {
+    let mut first = Some(Attempt {
+        account: read,
+        sent: false,
+        otp: true,
+    });
+    settle(budget, |known: Option<Attempt>| {
+        let attempt = known.or_else(|| first.take()).unwrap_or(Attempt {
+            account: None,
+            sent: true,
+            otp: true,
+        });
+        erase_round(store, clock, budget, sub, attempt)
+    })
+    .await
+}
+
+/// One round: from the account as read, the transaction.
+async fn erase_round(
+    store: &DynamoDbStore,
+    clock: &dyn Clock,
+    budget: &Budget,
+    sub: &str,
+    attempt: Attempt,
+) -> Result<Round<Attempt, Option<Vec<SessionId>>>, AuthError> {
+    let now = clock.now();
+    let account = match attempt.account {
+        Some(account) => account,
+        None => within(budget, store.load_account(sub)).await?,
+    };
+    let (Some(version), Some(phone)) = (account.version, account.phone.as_deref()) else {
+        // Gone: erased by this call's own write (its answer lost) or by another at the
+        // same moment; either way the account is erased. Never there: no such account.
+        return Ok(Round::Done(attempt.sent.then(Vec::new)));
+    };
+    let phone = PhoneNumber::parse(phone).map_err(|_| StoreError::Corrupt("phone"))?;
+    let live: Vec<SessionId> = account
+        .live_sessions(now)
+        .into_iter()
+        .map(|s| s.id.clone())
+        .collect();
+    // Every session item goes, live ones first; what does not fit one transaction is
+    // already dead (revoked or expired) and leaves with its TTL.
+    let mut delete = live.clone();
+    delete.extend(
+        account
+            .sessions
+            .iter()
+            .filter(|s| !live.contains(&s.id))
+            .map(|s| s.id.clone()),
+    );
+    delete.truncate(MAX_TRANSACTION_ITEMS - 3);
+    match within(
+        budget,
+        store.delete_account(&account, &phone, version, &delete, attempt.otp),
+    )
+    .await
+    {
+        Ok(Deletion::Deleted) => Ok(Round::Done(Some(live))),
+        // No code to clear: the same erasure without it, from the same read.
+        Ok(Deletion::NoOtpItem) => Ok(Round::Next(Attempt {
+            account: Some(account),
+            sent: attempt.sent,
+            otp: false,
+        })),
+        // A login, a logout or a refresh changed the account meanwhile, or a
+        // transaction held an item: read again and decide anew.
+        Err(StoreError::Conflict) => Ok(Round::Lost(Some(Attempt {
+            account: None,
+            sent: true,
+            otp: attempt.otp,
+        }))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Revoke the live sessions of the account `sub` (only `only`, when given) in one
+/// transaction tagged `write_id`. Answers the sessions revoked: none when there were
+/// none live (or `only` is not one of them).
+pub async fn revoke_live(
+    store: &DynamoDbStore,
+    clock: &dyn Clock,
+    budget: &Budget,
+    sub: &str,
+    only: Option<&SessionId>,
+    write_id: &str,
+) -> Result<Vec<SessionId>, AuthError> {
+    settle(budget, |_: Option<()>| async {
+        let now = clock.now();
+        let account = within(budget, store.load_account(sub)).await?;
+        // This call's own transaction, applied with its answer lost.
+        let ours: Vec<SessionId> = account
+            .sessions
+            .iter()
+            .filter(|s| s.revoked_by.as_deref() == Some(write_id))
+            .map(|s| s.id.clone())
+            .collect();
+        if !ours.is_empty() {
+            return Ok(Round::Done(ours));
+        }
+        let targets: Vec<SessionId> = account
+            .live_sessions(now)
+            .into_iter()
+            .filter(|s| only.is_none_or(|id| s.id == *id))
+            .map(|s| s.id.clone())
+            .collect();
+        if targets.is_empty() {
+            return Ok(Round::Done(targets));
+        }
+        match within(budget, store.revoke_sessions(&targets, None, write_id, now)).await {
+            Ok(()) => Ok(Round::Done(targets)),
+            Err(StoreError::Conflict) => Ok(Round::Lost(None)),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
