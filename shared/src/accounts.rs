@@ -4,7 +4,7 @@
 //! recognising its own effect when an answer was lost (CONTRACT §1).
 
 use crate::adapters::DynamoDbStore;
-use crate::adapters::dynamodb::{Account, Deletion, MAX_TRANSACTION_ITEMS};
+use crate::adapters::dynamodb::{Account, Deletion, MAX_TRANSACTION_ITEMS, OtpItem};
 use crate::api::{Round, settle, within};
 use crate::budget::Budget;
 use crate::domain::session::SessionId;
@@ -17,8 +17,8 @@ struct Attempt {
     account: Option<Account>,
     /// An erasure of this call was sent: it may have been applied.
     sent: bool,
-    /// Clear the phone's OTP item (it has one).
-    otp: bool,
+    /// What the phone's OTP item is expected to be.
+    otp: OtpItem,
 }
 
 /// Erase the account `sub`: every session, the account item, the phone's mapping to it,
@@ -35,13 +35,13 @@ pub async fn erase(
     let mut first = Some(Attempt {
         account: read,
         sent: false,
-        otp: true,
+        otp: OtpItem::Clear,
     });
     settle(budget, |known: Option<Attempt>| {
         let attempt = known.or_else(|| first.take()).unwrap_or(Attempt {
             account: None,
             sent: true,
-            otp: true,
+            otp: OtpItem::Clear,
         });
         erase_round(store, clock, budget, sub, attempt)
     })
@@ -90,12 +90,13 @@ async fn erase_round(
     .await
     {
         Ok(Deletion::Deleted) => Ok(Round::Done(Some(live))),
-        // No code to clear: the same erasure without it, from the same read.
-        Ok(Deletion::NoOtpItem) => Ok(Round::Next(Attempt {
+        // The OTP item is not as expected: the same erasure expecting the other, from
+        // the same read (a send that made one meanwhile gets its code cleared).
+        Ok(Deletion::OtpItemOtherwise) => Ok(Round::Lost(Some(Attempt {
             account: Some(account),
             sent: attempt.sent,
-            otp: false,
-        })),
+            otp: attempt.otp.flipped(),
+        }))),
         // A login, a logout or a refresh changed the account meanwhile, or a
         // transaction held an item: read again and decide anew.
         Err(StoreError::Conflict) => Ok(Round::Lost(Some(Attempt {

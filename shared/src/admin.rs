@@ -169,10 +169,17 @@ impl Admin {
     pub async fn unblock(&self, phone: &PhoneNumber) -> Result<bool, AdminError> {
         let budget = Self::budget();
         let keep = GUESS_WINDOW_SECS.max(self.send_window_secs);
+        let write_id = random_id(&SystemRandom::new()).map_err(rng_failed)?;
+        let write_id = write_id.as_str();
         Ok(settle(&budget, |_: Option<()>| async {
             let now = self.clock.now();
             Ok(
-                match within(&budget, self.store.unblock_phone(phone, now, keep)).await? {
+                match within(
+                    &budget,
+                    self.store.unblock_phone(phone, now, keep, write_id),
+                )
+                .await?
+                {
                     Conditional::Applied(()) => Round::Done(true),
                     Conditional::Failed(_) => Round::Done(false),
                     Conditional::Held => Round::Lost(None),

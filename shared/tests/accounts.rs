@@ -806,3 +806,105 @@ async fn dynamodb_requests_of_verify_refresh_and_logout_with_accounts() {
     assert_eq!(list(&stack, &access(&second)).await.status, 200);
     assert_eq!(stack.round_trips.take(), 1, "GET /sessions");
 }
+
+/// A login read before a deletion cannot bring the old `sub` back (CONTRACT §7): its
+/// transaction conditions on the phone's account as it read it, so it fails and the
+/// verify decides again from the phone as it now is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_read_before_a_deletion_cannot_bring_the_old_sub_back() {
+    use foodsave_auth::adapters::dynamodb::LoginAccount;
+    use foodsave_auth::domain::session::SessionId;
+    use foodsave_auth::domain::{PhoneNumber, RefreshToken, Session};
+    use foodsave_auth::ports::StoreError;
+    let stack = Stack::new().await;
+    let app = app(&stack, &[]).await;
+    let phone = random_phone();
+    let session = login(&stack, &app, &phone, None).await;
+    let old_sub = claims(&access(&session))["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = stack.store();
+    let parsed = PhoneNumber::parse(&phone).unwrap();
+    let read = store.load_account(&old_sub).await.unwrap();
+    assert_eq!(delete(&stack, &access(&session)).await.status, 200);
+    // A new code after the deletion; a login prepared for the old account before it.
+    let sent = post(&app.send, "otp-send", &json!({ "phone": phone })).await;
+    assert_eq!(sent.status, 200);
+    let otp_version = store
+        .load_login(&parsed)
+        .await
+        .unwrap()
+        .otp
+        .version
+        .unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let sid = SessionId::generate(&rng, &old_sub).unwrap();
+    let first = RefreshToken::generate(&rng, &sid).unwrap();
+    let now = foodsave_auth::domain::UnixMillis::from_secs(stack.clock_secs());
+    let stale = Session::start(
+        sid,
+        old_sub.clone(),
+        phone.clone(),
+        &first,
+        now,
+        86_400,
+        3600,
+    );
+    for version in [read.version, None] {
+        let account = LoginAccount {
+            existing: true,
+            version,
+            evict: Vec::new(),
+        };
+        let result = store
+            .complete_login(&parsed, otp_version, now, &stale, &account)
+            .await;
+        assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    }
+    assert!(store.load_login(&parsed).await.unwrap().sub.is_none());
+    // The verify itself creates a new account.
+    let code = stack.last_code(&phone).await;
+    let again = post(
+        &app.verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_ne!(claims(&access(&again))["sub"], old_sub.as_str());
+}
+
+/// An account erased while its phone has no OTP item: the erasure checks that there is
+/// still none, so a code sent meanwhile is cleared instead of surviving it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_holds_the_phone_s_otp_item_whether_or_not_it_exists() {
+    use foodsave_auth::adapters::dynamodb::{Deletion, OtpItem};
+    use foodsave_auth::domain::PhoneNumber;
+    let stack = Stack::new().await;
+    let app = app(&stack, &[]).await;
+    let phone = random_phone();
+    let session = login(&stack, &app, &phone, None).await;
+    let sub = claims(&access(&session))["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = stack.store();
+    let parsed = PhoneNumber::parse(&phone).unwrap();
+    let account = store.load_account(&sub).await.unwrap();
+    let version = account.version.unwrap();
+    // The phone has an OTP item: expecting none is refused, nothing written.
+    let outcome = store
+        .delete_account(&account, &parsed, version, &[], OtpItem::Absent)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Deletion::OtpItemOtherwise);
+    assert!(store.load_account(&sub).await.unwrap().version.is_some());
+    // Expecting it: the erasure goes through and clears its code.
+    let outcome = store
+        .delete_account(&account, &parsed, version, &[], OtpItem::Clear)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Deletion::Deleted);
+    assert!(store.load_account(&sub).await.unwrap().version.is_none());
+}

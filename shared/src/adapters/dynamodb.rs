@@ -61,7 +61,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::domain::global_budget::shard_key;
-use crate::domain::otp::{ActiveCode, IdempotentSend};
+use crate::domain::otp::{ActiveCode, Block, IdempotentSend};
 use crate::domain::session::{Chain, SessionId};
 use crate::domain::slots::Slots;
 use crate::domain::{CodeMac, OtpState, PhoneNumber, Session, SourceIp, UnixMillis};
@@ -435,13 +435,20 @@ impl DynamoDbStore {
             .expression_attribute_values(":now", n(now.as_millis()))
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
+        // The phone's account as the login read it: still this `sub`, or still none (a
+        // deletion in between must not let an older `sub` come back, CONTRACT §7).
+        let user_condition = if account.existing {
+            "#sub = :sub"
+        } else {
+            "attribute_not_exists(#sub)"
+        };
         let user = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(phone_pk(phone), SK_USER)))
             .update_expression(
                 "SET #sub = :sub, createdAt = if_not_exists(createdAt, :now), lastLoginAt = :now",
             )
-            .condition_expression("attribute_not_exists(#sub) OR #sub = :sub")
+            .condition_expression(user_condition)
             .expression_attribute_names("#sub", "sub")
             .expression_attribute_values(":sub", s(session.sub.clone()))
             .expression_attribute_values(":now", n(now.as_millis()))
@@ -575,18 +582,21 @@ impl DynamoDbStore {
 
     /// Erase an account (CONTRACT §7) in one transaction: its account item (still at
     /// `account.version`), the phone's mapping to it, its sessions `delete` (at most
-    /// [`MAX_TRANSACTION_ITEMS`] − 3), and, with `otp`, the phone's active code and its
-    /// `Idempotency-Key` (the send window and guess counts stay). Answers
-    /// [`Deletion::NoOtpItem`] when the phone has no OTP item to clear (try again without
-    /// it), [`StoreError::Conflict`] when anything else changed meanwhile (read again: an
-    /// account that is gone was deleted, by this write or another).
+    /// [`MAX_TRANSACTION_ITEMS`] − 3), and the phone's OTP item as `otp` expects it: its
+    /// active code and `Idempotency-Key` cleared and its version bumped (the send window,
+    /// guess count and a block stay), or checked absent. Either way the transaction
+    /// holds the OTP item, so a login that read the code before fails and reads again.
+    /// Answers [`Deletion::OtpItemOtherwise`] when the OTP item is not as expected (try
+    /// again with the other expectation), [`StoreError::Conflict`] when anything else
+    /// changed meanwhile (read again: an account that is gone was deleted, by this write
+    /// or another).
     pub async fn delete_account(
         &self,
         account: &Account,
         phone: &PhoneNumber,
         version: u64,
         delete: &[SessionId],
-        otp: bool,
+        otp: OtpItem,
     ) -> Result<Deletion, StoreError> {
         if delete.len() + 3 > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::Other(
@@ -621,25 +631,34 @@ impl DynamoDbStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().delete(account_delete).build())
             .transact_items(TransactWriteItem::builder().delete(user_delete).build());
-        if otp {
-            request = request.transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(phone_pk(phone), SK_OTP)))
-                            .update_expression(
-                                "REMOVE codeId, codeMac, codeExpiresAt, attempts, idemKey, \
-                                 idemCodeId SET ver = ver + :one",
-                            )
-                            .condition_expression("attribute_exists(pk)")
-                            .expression_attribute_values(":one", n(1))
-                            .build()
-                            .map_err(|e| StoreError::Other(e.into()))?,
-                    )
-                    .build(),
-            );
-        }
+        let otp_write = match otp {
+            OtpItem::Clear => TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(phone_pk(phone), SK_OTP)))
+                        .update_expression(
+                            "REMOVE codeId, codeMac, codeExpiresAt, attempts, idemKey, \
+                             idemCodeId SET ver = ver + :one",
+                        )
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(":one", n(1))
+                        .build()
+                        .map_err(|e| StoreError::Other(e.into()))?,
+                )
+                .build(),
+            OtpItem::Absent => TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(phone_pk(phone), SK_OTP)))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(|e| StoreError::Other(e.into()))?,
+                )
+                .build(),
+        };
+        request = request.transact_items(otp_write);
         for sid in delete {
             request = request.transact_items(delete_item(session_key(sid))?);
         }
@@ -647,12 +666,12 @@ impl DynamoDbStore {
             Ok(_) => Ok(Deletion::Deleted),
             Err(err) => {
                 let codes = cancelled_codes(&err);
-                let others_held = codes
+                let only_otp = codes
                     .iter()
                     .enumerate()
                     .all(|(i, c)| i == 2 || matches!(*c, "None"));
-                if otp && codes.get(2).copied() == Some("ConditionalCheckFailed") && others_held {
-                    Ok(Deletion::NoOtpItem)
+                if codes.get(2).copied() == Some("ConditionalCheckFailed") && only_otp {
+                    Ok(Deletion::OtpItemOtherwise)
                 } else {
                     Err(transaction_error(err))
                 }
@@ -934,12 +953,14 @@ impl DynamoDbStore {
     }
 
     /// Lift a block: the item gets a TTL again (`keep_secs` from now, long enough for
-    /// its send window and guess count). `Failed` when the phone was not blocked.
+    /// its send window and guess count). `Failed` when the phone was not blocked. The
+    /// write is tagged `write_id`, so its repeat after a lost answer is `Applied` too.
     pub async fn unblock_phone(
         &self,
         phone: &PhoneNumber,
         now: UnixMillis,
         keep_secs: u64,
+        write_id: &str,
     ) -> Result<Conditional<(), ()>, StoreError> {
         let result = self
             .client
@@ -947,9 +968,11 @@ impl DynamoDbStore {
             .table_name(&self.table)
             .set_key(Some(key(phone_pk(phone), SK_OTP)))
             .update_expression(
-                "REMOVE blocked, blockedAt, blockReason SET ver = ver + :one, #ttl = :ttl",
+                "REMOVE blocked, blockedAt, blockReason \
+                 SET ver = ver + :one, #ttl = :ttl, unblockedBy = :wid",
             )
-            .condition_expression("attribute_exists(blocked)")
+            .condition_expression("attribute_exists(blocked) OR unblockedBy = :wid")
+            .expression_attribute_values(":wid", s(write_id))
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":ttl", ttl(now.plus_secs(keep_secs)))
@@ -1270,10 +1293,12 @@ impl Account {
     }
 }
 
-/// The account side of a login: the account item's version as read (`None`: a new
-/// account) and the sessions the login revokes to stay within the limit.
+/// The account side of a login: whether the phone had this account when it was read
+/// (`false`: the login creates it), the account item's version as read (`None`: no
+/// account item yet), and the sessions the login revokes to stay within the limit.
 #[derive(Debug, Clone, Default)]
 pub struct LoginAccount {
+    pub existing: bool,
     pub version: Option<u64>,
     pub evict: Vec<SessionId>,
 }
@@ -1282,8 +1307,28 @@ pub struct LoginAccount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deletion {
     Deleted,
-    /// The phone has no OTP item to clear; nothing was written.
-    NoOtpItem,
+    /// The phone's OTP item is not as expected (there is none to clear, or one appeared);
+    /// nothing was written.
+    OtpItemOtherwise,
+}
+
+/// What an account's erasure expects of the phone's OTP item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpItem {
+    /// There: clear its code and bump its version.
+    Clear,
+    /// Not there: check that it still is not.
+    Absent,
+}
+
+impl OtpItem {
+    /// The other expectation.
+    pub fn flipped(self) -> Self {
+        match self {
+            Self::Clear => Self::Absent,
+            Self::Absent => Self::Clear,
+        }
+    }
 }
 
 /// What [`DynamoDbStore::read_send_items`] read: for each item asked for, what it holds
@@ -1338,9 +1383,13 @@ fn otp_item(phone: &PhoneNumber, state: &OtpState, window_secs: u64) -> Item {
             AttributeValue::L(state.writes.iter().map(|w| s(w.clone())).collect()),
         );
     }
-    if state.blocked {
+    if let Some(block) = &state.blocked {
         // A block lasts until it is lifted (CONTRACT §7): no TTL.
         item.insert("blocked".into(), AttributeValue::Bool(true));
+        item.insert("blockedAt".into(), n(block.at.as_millis()));
+        if let Some(reason) = &block.reason {
+            item.insert("blockReason".into(), s(reason.clone()));
+        }
     } else {
         item.insert(TTL_ATTRIBUTE.into(), ttl(state.expires_at(window_secs)));
     }
@@ -1400,7 +1449,13 @@ fn otp_from_item(item: &Item) -> Result<OtpState, StoreError> {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(StoreError::Corrupt("wids")),
         },
-        blocked: matches!(item.get("blocked"), Some(AttributeValue::Bool(true))),
+        blocked: match item.get("blocked") {
+            Some(AttributeValue::Bool(true)) => Some(Block {
+                at: UnixMillis(get_n(item, "blockedAt").unwrap_or(0)),
+                reason: get_opt_s(item, "blockReason")?,
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -194,12 +194,15 @@ impl OtpVerify {
                 // answer can find its session. Prepared again only if another login
                 // created the phone's user meanwhile (then ours was not applied: a login
                 // that was would have made the user's `sub` ours).
+                // Reused only for the same account as read now: the phone's `sub`, or a
+                // new account while the phone still has none. After a deletion, a login
+                // prepared for the old `sub` is prepared again (CONTRACT §7).
                 let prepared = match tried.login.take() {
                     Some(prepared)
-                        if login
-                            .sub
-                            .as_ref()
-                            .is_none_or(|sub| *sub == prepared.session.sub) =>
+                        if match &login.sub {
+                            Some(sub) => *sub == prepared.session.sub,
+                            None => prepared.first_login,
+                        } =>
                     {
                         prepared
                     }
@@ -254,6 +257,7 @@ impl OtpVerify {
         let max = self.accounts.max_sessions_per_account.get() as usize;
         let over = (live.len() + 1).saturating_sub(max);
         LoginAccount {
+            existing: true,
             version: account.version,
             evict: live.iter().rev().take(over).map(|s| s.id.clone()).collect(),
         }

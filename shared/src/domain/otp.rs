@@ -137,7 +137,14 @@ pub struct OtpState {
     /// An operator blocked the phone (CONTRACT §7): send and verify answer 403 before
     /// anything is spent. Kept in the phone's OTP item, which both already read or
     /// condition on, so a block costs them no request.
-    pub blocked: bool,
+    pub blocked: Option<Block>,
+}
+
+/// An operator's block of a phone: when, and why (kept in the table only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub at: UnixMillis,
+    pub reason: Option<String>,
 }
 
 /// How many write ids an OTP item keeps: a retry comes within seconds, while at most a
@@ -352,7 +359,7 @@ impl OtpState {
         code: ActiveCode,
         idempotency_key_hash: Option<&str>,
     ) -> SendOutcome {
-        if self.blocked {
+        if self.blocked.is_some() {
             return SendOutcome::Blocked;
         }
         if let Some(key) = idempotency_key_hash
@@ -392,7 +399,7 @@ impl OtpState {
             wrong: policy.guesses.in_window(&self.wrong, now),
             version: self.next_version(now),
             writes: self.writes.clone(),
-            blocked: false,
+            blocked: None,
         })
     }
 
@@ -422,7 +429,7 @@ impl OtpState {
             wrong: self.wrong.clone(),
             version: self.next_version(sent_at),
             writes: self.writes.clone(),
-            blocked: self.blocked,
+            blocked: self.blocked.clone(),
         }
     }
 
@@ -437,7 +444,7 @@ impl OtpState {
         phone: &PhoneNumber,
         code: &OtpCode,
     ) -> VerifyOutcome {
-        if self.blocked {
+        if self.blocked.is_some() {
             return VerifyOutcome::Blocked;
         }
         if let Some(retry_after_secs) = guesses.lock(&self.wrong, now) {
@@ -468,7 +475,7 @@ impl OtpState {
                 idempotency: self.idempotency.clone(),
                 version: self.next_version(now),
                 writes: self.writes.clone(),
-                blocked: false,
+                blocked: None,
             }),
             attempts_left: code_left.min(guesses_left),
             burned: code_left == 0,
