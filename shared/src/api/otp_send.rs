@@ -216,7 +216,7 @@ impl OtpSend {
                 limit,
                 retry_after_secs,
             } => return Err(self.refuse(request, limit, retry_after_secs)),
-            SendOutcome::Admitted(next) => next.tagged(&write_id),
+            SendOutcome::Admitted(next) => (*next).tagged(&write_id),
         };
         let enforce = self.config.abuse.mode == AbuseMode::Enforce;
         let mut claims = Vec::new();

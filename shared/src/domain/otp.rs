@@ -202,7 +202,7 @@ impl SendLimit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
     /// The state to write (conditioned on the version that was read).
-    Admitted(OtpState),
+    Admitted(Box<OtpState>),
     /// The same `Idempotency-Key` as the send that issued the still valid code: answer
     /// that send's 200 again; nothing is sent or spent.
     Replay,
@@ -389,7 +389,7 @@ impl OtpState {
             .collect();
         sends.sort_unstable();
         sends.push(now);
-        SendOutcome::Admitted(OtpState {
+        SendOutcome::Admitted(Box::new(OtpState {
             sends,
             idempotency: idempotency_key_hash.map(|key| IdempotentSend {
                 key_hash: key.to_owned(),
@@ -400,7 +400,7 @@ impl OtpState {
             version: self.next_version(now),
             writes: self.writes.clone(),
             blocked: None,
-        })
+        }))
     }
 
     /// The state after taking back a send whose SMS SNS did not accept: the slot is
@@ -533,7 +533,7 @@ mod tests {
 
     fn admitted(outcome: SendOutcome) -> OtpState {
         match outcome {
-            SendOutcome::Admitted(s) => s,
+            SendOutcome::Admitted(s) => *s,
             other => panic!("expected admission, got {other:?}"),
         }
     }
