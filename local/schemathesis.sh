@@ -2,7 +2,9 @@
 # Keep openapi.yaml true: validate the document, then let schemathesis (pinned, in
 # .venv-schemathesis) generate requests from it against local-api and check every answer
 # against it (status codes, content types, headers, bodies; malformed requests must be
-# refused), the examples, and the links send → verify → refresh → logout statefully.
+# refused), the examples, and the links send → verify → refresh → logout and verify →
+# sessions → revoke / account deletion statefully (local/schemathesis_hooks.py lets logins
+# succeed and gives well-formed requests real access tokens).
 # Run under the local AWS stack, after `cargo build --workspace --all-targets --locked`:
 #   local/with-stack.sh local/schemathesis.sh
 # Starts local-api on a free 127.0.0.1 port and stops it. Exits non-zero on any failure.
@@ -27,6 +29,8 @@ echo "== openapi-spec-validator openapi.yaml"
 
 port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port/api/v1/auth"
+# Where the hooks sign a test number in for a real access token.
+export FOODSAVE_API="$base"
 # Test numbers so that logins can succeed, and budgets out of the way of a few thousand
 # requests from one IP to a handful of phones (each budget has its own tests).
 export OTP_TEST_NUMBERS="+77000000001=123456,+77000000002=654321"
@@ -71,13 +75,28 @@ PYTHONPATH="$here" SCHEMATHESIS_HOOKS=schemathesis_hooks "$venv/bin/schemathesis
   --no-color \
   --report junit,ndjson --report-junit-path "$out/junit.xml" --report-ndjson-path "$out/events.ndjson" \
   || status=$?
-"$venv/bin/python" - "$out/events.ndjson" "$status" <<'PY'
-import json, sys
+"$venv/bin/python" - "$out/events.ndjson" "$status" "$base" <<'PY'
+import collections, json, sys
 requests = failures = errors = 0
+# Requests per documented operation and status (others: methods the document does not list).
+per_route = collections.defaultdict(collections.Counter)
+documented = {
+    ("POST", "/otp/send"), ("POST", "/otp/verify"), ("POST", "/token/refresh"),
+    ("POST", "/logout"), ("GET", "/sessions"), ("POST", "/sessions/revoke"),
+    ("POST", "/account/delete"), ("GET", "/.well-known/jwks.json"),
+    ("GET", "/.well-known/openid-configuration"),
+}
 for line in open(sys.argv[1]):
     for kind, event in json.loads(line).items():
         if kind == "ScenarioFinished":
-            requests += len(event["recorder"].get("interactions", {}))
+            interactions = event["recorder"].get("interactions", {})
+            requests += len(interactions)
+            for interaction in interactions.values():
+                request = interaction["request"]
+                path = request["uri"].removeprefix(sys.argv[3]).split("?", 1)[0]
+                route = (request["method"], path)
+                status = (interaction.get("response") or {}).get("status_code", "none")
+                per_route[route if route in documented else ("other", "methods")][status] += 1
             failures += sum(
                 check["status"] == "failure"
                 for checks in event["recorder"].get("checks", {}).values()
@@ -85,6 +104,9 @@ for line in open(sys.argv[1]):
             )
         elif kind == "NonFatalError":
             errors += 1
+for (method, path), statuses in sorted(per_route.items(), key=lambda item: item[0][1]):
+    detail = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items(), key=str))
+    print(f"  {method:5} {path:36} {sum(statuses.values()):4}  ({detail})")
 print(f"schemathesis: {requests} requests sent, {failures} failed checks, {errors} errors (exit status {sys.argv[2]})")
 PY
 exit "$status"

@@ -1,10 +1,13 @@
 //! The click-through page of `make dev` (`tools/local-api/static/index.html`) in a real
 //! browser: headless Chromium, driven through chromedriver's W3C WebDriver HTTP API, loads
 //! the page from the same local-api binary `make dev` runs (on a free 127.0.0.1 port, over
-//! the local AWS stack), types a phone and the SMS code local-api prints, and clicks
-//! send → verify (a wrong code, then the right one) → refresh → logout → refresh,
-//! checking what the page shows after each click. Screenshots go to `target/browser/`
-//! (`click-through.png` is the last step). If local-api serves the API docs page
+//! the local AWS stack), types a phone and the SMS codes local-api prints, and clicks
+//! send → verify (a wrong code, then the right one) → refresh → my sessions → logout →
+//! refresh; signs in again, is asked to re-authenticate by "delete account" (a sign-in
+//! older than `REAUTH_MAX_AGE_SECONDS`), logs out everywhere → refresh; signs in a third
+//! time and deletes the account → my sessions (CONTRACT §7), checking what the page shows
+//! after each click. Screenshots go to `target/browser/` (`click-through.png` is the last
+//! step). If local-api serves the API docs page
 //! (`/api/v1/auth/docs`), the browser loads it too and it must show the API's title from
 //! its OpenAPI document; only a 404 there skips that part.
 //!
@@ -131,14 +134,20 @@ impl Process {
 
     /// The first line of the output that contains `needle`, waiting for it.
     fn line_with(&mut self, needle: &str) -> String {
+        self.nth_line_with(needle, 1)
+    }
+
+    /// The `n`th line (from 1) of the output that contains `needle`, waiting for it.
+    fn nth_line_with(&mut self, needle: &str, n: usize) -> String {
         wait_for(
-            &format!("{}: a line with {needle:?}", self.name),
+            &format!("{}: line {n} with {needle:?}", self.name),
             WAIT,
             || {
                 self.assert_running();
                 self.output()
                     .lines()
-                    .find(|l| l.contains(needle))
+                    .filter(|l| l.contains(needle))
+                    .nth(n.saturating_sub(1))
                     .map(str::to_owned)
             },
         )
@@ -399,6 +408,22 @@ fn click_and_read(browser: &Browser, button: &str, before: &str) -> (String, Val
     (status, body, text)
 }
 
+/// The 6-digit code of an SMS line local-api printed.
+fn code_of(sms: &str) -> String {
+    sms.rsplit(": ")
+        .next()
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no 6-digit code in {sms:?}"))
+        .to_owned()
+}
+
+/// How old a sign-in may be for "delete account" in this run (`REAUTH_MAX_AGE_SECONDS`,
+/// CONTRACT §7): short, so that the page's `REAUTH_REQUIRED` handling is reached in
+/// seconds, not the default 5 minutes, and long enough for a click right after a sign-in.
+const REAUTH_MAX_AGE_SECONDS: u64 = 3;
+
 fn random_phone() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -435,7 +460,7 @@ fn api_document(api: &str) -> (String, Vec<String>) {
 
 #[test]
 #[ignore = "needs Chromium and chromedriver (local/setup-browser.sh), target/debug/local-api and the local AWS stack: run by make test"]
-fn the_click_through_page_walks_send_verify_refresh_logout_in_a_browser() {
+fn the_click_through_page_walks_login_sessions_logout_and_deletion_in_a_browser() {
     let started = Instant::now();
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
@@ -445,7 +470,7 @@ fn the_click_through_page_walks_send_verify_refresh_logout_in_a_browser() {
         .expect("chromedriver is not on PATH: run local/setup-browser.sh (make test does)");
     let local_api = devstack::lambda_runtime::profile_binary("local-api", "debug").unwrap();
 
-    // local-api exactly as `make dev` runs it, on a free port.
+    // local-api as `make dev` runs it, on a free port, with a short re-authentication age.
     let api_port = free_port();
     let api = format!("127.0.0.1:{api_port}");
     let base = format!("http://{api}/api/v1/auth");
@@ -453,7 +478,8 @@ fn the_click_through_page_walks_send_verify_refresh_logout_in_a_browser() {
         "local-api",
         Command::new(local_api)
             .current_dir(devstack::workspace_root())
-            .env("PORT", api_port.to_string()),
+            .env("PORT", api_port.to_string())
+            .env("REAUTH_MAX_AGE_SECONDS", REAUTH_MAX_AGE_SECONDS.to_string()),
     );
     local_api.line_with(&format!("FoodSave Auth local API on {base}"));
 
@@ -496,15 +522,8 @@ fn the_click_through_page_walks_send_verify_refresh_logout_in_a_browser() {
     browser.screenshot("1-send.png");
 
     // The SMS, as `make dev` prints it.
-    let sms = local_api.line_with(&format!("SMS to {phone}: "));
-    let code: String = sms
-        .rsplit(": ")
-        .next()
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .unwrap_or_else(|| panic!("no 6-digit code in {sms:?}"))
-        .to_owned();
+    let sms_line = format!("SMS to {phone}: ");
+    let code = code_of(&local_api.line_with(&sms_line));
 
     // 2a. A wrong code: the error body, with the tries left.
     let wrong: String = code
@@ -540,6 +559,7 @@ fn the_click_through_page_walks_send_verify_refresh_logout_in_a_browser() {
         claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap(),
         "{claims}"
     );
+    assert_eq!(claims["auth_time"], claims["iat"], "{claims}");
     browser.screenshot("2-verify.png");
 
     // 3. Refresh: a new pair, the refresh token rotated.
@@ -553,16 +573,105 @@ fn the_click_through_page_walks_send_verify_refresh_logout_in_a_browser() {
     assert_eq!(claims_after["sub"], claims["sub"], "{claims_after}");
     browser.screenshot("3-refresh.png");
 
-    // 4. Log out with the live token: 200 and {}.
+    // 4. My sessions, with the access token just refreshed: this one session, current.
+    let (status, body, text) = click_and_read(&browser, "#sessions", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    let sessions = body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{text}");
+    assert_eq!(sessions[0]["id"], claims["sid"], "{text}");
+    assert_eq!(sessions[0]["current"], true, "{text}");
+    assert!(
+        sessions[0]["userAgent"]
+            .as_str()
+            .is_some_and(|agent| agent.starts_with("Mozilla/5.0")),
+        "the browser's User-Agent: {text}"
+    );
+    let table = browser.text("#session-list");
+    assert!(table.contains("this device"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "a header and one session: {table}"
+    );
+    browser.screenshot("4-sessions.png");
+
+    // 5. Log out with the live token: 200 and {}.
     let (status, body, text) = click_and_read(&browser, "#logout", &text);
     assert_eq!(status, "200 OK", "{text}");
     assert_eq!(body, json!({}), "{text}");
-    browser.screenshot("4-logout.png");
+    assert_eq!(
+        browser.text("#session-list"),
+        "",
+        "the list shows only the latest answer of My sessions"
+    );
+    browser.screenshot("5-logout.png");
 
-    // 5. Refresh after logout: the page still holds that token, which is dead now.
+    // 6. Refresh after logout: the page still holds that token, which is dead now.
     let (status, body, text) = click_and_read(&browser, "#refresh", &text);
     assert_eq!(status, "401 Unauthorized", "{text}");
     assert_eq!(body["code"], "INVALID_REFRESH_TOKEN", "{text}");
+    assert!(browser.text("#note").contains("sign in again"));
+
+    // 7. Sign in again (the second SMS of this phone).
+    let (status, _, text) = click_and_read(&browser, "#send", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    browser.type_into("#code", &code_of(&local_api.nth_line_with(&sms_line, 2)));
+    let (status, second, text) = click_and_read(&browser, "#verify", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    let second_claims: Value = serde_json::from_str(&browser.text("#claims")).unwrap();
+    assert_eq!(second_claims["sub"], claims["sub"], "the same account");
+
+    // 8. Delete the account once that sign-in is older than REAUTH_MAX_AGE_SECONDS: the
+    // page says to sign in again first (RFC 9470 challenge, CONTRACT §7).
+    let signed_in = second_claims["auth_time"].as_u64().unwrap();
+    wait_for("the sign-in to age", WAIT, || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (now > signed_in + REAUTH_MAX_AGE_SECONDS + 1).then_some(())
+    });
+    let (status, body, text) = click_and_read(&browser, "#delete", &text);
+    assert_eq!(status, "401 Unauthorized", "{text}");
+    assert_eq!(body["code"], "REAUTH_REQUIRED", "{text}");
+    let note = browser.text("#note");
+    assert!(
+        note.contains(&format!(
+            "needs a sign-in of the last {REAUTH_MAX_AGE_SECONDS} seconds"
+        )) && note.contains("send a new code"),
+        "{note}"
+    );
+    browser.screenshot("8-reauth-required.png");
+
+    // 9. Log out everywhere (scope all), then refresh: the session is gone.
+    let (status, body, text) = click_and_read(&browser, "#logout-all", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    assert_eq!(body, json!({}), "{text}");
+    let (status, body, text) = click_and_read(&browser, "#refresh", &text);
+    assert_eq!(status, "401 Unauthorized", "{text}");
+    assert_eq!(body["code"], "INVALID_REFRESH_TOKEN", "{text}");
+    assert_ne!(
+        second["refreshToken"], pair["refreshToken"],
+        "a new session's token"
+    );
+    browser.screenshot("9-logout-everywhere.png");
+
+    // 10. Sign in a third time and delete the account at once: 200 and {}.
+    let (status, _, text) = click_and_read(&browser, "#send", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    browser.type_into("#code", &code_of(&local_api.nth_line_with(&sms_line, 3)));
+    let (status, _, text) = click_and_read(&browser, "#verify", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    let (status, body, text) = click_and_read(&browser, "#delete", &text);
+    assert_eq!(status, "200 OK", "{text}");
+    assert_eq!(body, json!({}), "{text}");
+    browser.screenshot("10-delete.png");
+
+    // 11. My sessions with that token: the account is gone, so is the token.
+    let (status, body, text) = click_and_read(&browser, "#sessions", &text);
+    assert_eq!(status, "401 Unauthorized", "{text}");
+    assert_eq!(body["code"], "INVALID_ACCESS_TOKEN", "{text}");
+    assert!(browser.text("#note").contains("refresh, then retry once"));
     let shot = browser.screenshot("click-through.png");
     eprintln!("screenshot: {}", shot.display());
 

@@ -16,10 +16,12 @@ use std::sync::Arc;
 
 use base64::Engine;
 use foodsave_auth::api::Endpoint;
+use foodsave_auth::api::account_delete::AccountDelete;
 use foodsave_auth::api::jwks::Jwks;
 use foodsave_auth::api::logout::Logout;
 use foodsave_auth::api::otp_send::OtpSend;
 use foodsave_auth::api::otp_verify::OtpVerify;
+use foodsave_auth::api::sessions::Sessions;
 use foodsave_auth::api::token_refresh::TokenRefresh;
 use foodsave_auth::clock::SystemClock;
 use foodsave_auth::devstack;
@@ -45,6 +47,9 @@ struct Gateway {
     verify: OtpVerify,
     refresh: TokenRefresh,
     logout: Logout,
+    /// Both `/sessions` routes, told apart by the end of the path (CONTRACT §6).
+    sessions: Sessions,
+    account_delete: AccountDelete,
     jwks: Jwks,
     endpoint_url: String,
     sms_seen: Mutex<usize>,
@@ -98,6 +103,8 @@ async fn main() -> Result<(), BoxError> {
         verify: OtpVerify::init(&aws, &env, clock.clone()).await?,
         refresh: TokenRefresh::init(&aws, &env, clock.clone()).await?,
         logout: Logout::init(&aws, &env, clock.clone()).await?,
+        sessions: Sessions::init(&aws, &env, clock.clone()).await?,
+        account_delete: AccountDelete::init(&aws, &env, clock.clone()).await?,
         jwks: Jwks::init(&aws, &env, clock).await?,
         endpoint_url,
         sms_seen: Mutex::new(0),
@@ -105,16 +112,47 @@ async fn main() -> Result<(), BoxError> {
 
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("FoodSave Auth local API on {base}");
-    println!("  POST {base}/otp/send      {{\"phone\":\"+77001234567\"}}");
-    println!(
-        "  POST {base}/otp/verify    {{\"phone\":\"+77001234567\",\"code\":\"<from the SMS below>\"}}"
-    );
-    println!("  POST {base}/token/refresh {{\"refreshToken\":\"...\"}}");
-    println!("  POST {base}/logout        {{\"refreshToken\":\"...\"}}");
-    println!("  GET  {base}/.well-known/jwks.json");
-    println!("  GET  {base}/.well-known/openid-configuration");
-    println!("  GET  {base}/openapi.yaml      the OpenAPI 3.1 document (openapi.yaml)");
-    println!("  GET  {base}/docs              the document in Swagger UI, with Try it out");
+    // The access-token routes take `Authorization: Bearer <accessToken>`; deletion needs a
+    // sign-in at most REAUTH_MAX_AGE_SECONDS old (CONTRACT §7).
+    let reauth_max_age = env("REAUTH_MAX_AGE_SECONDS").unwrap_or_else(|| "300".into());
+    let delete_needs = format!("Bearer <accessToken of a sign-in at most {reauth_max_age} s old>");
+    let routes = [
+        ("POST", "/otp/send", r#"{"phone":"+77001234567"}"#),
+        (
+            "POST",
+            "/otp/verify",
+            r#"{"phone":"+77001234567","code":"<from the SMS below>"}"#,
+        ),
+        ("POST", "/token/refresh", r#"{"refreshToken":"..."}"#),
+        (
+            "POST",
+            "/logout",
+            r#"{"refreshToken":"...","scope":"session"}  (or "others", "all")"#,
+        ),
+        ("GET", "/sessions", "Bearer <accessToken>"),
+        (
+            "POST",
+            "/sessions/revoke",
+            r#"{"sessionId":"..."}  Bearer <accessToken>"#,
+        ),
+        ("POST", "/account/delete", delete_needs.as_str()),
+        ("GET", "/.well-known/jwks.json", ""),
+        ("GET", "/.well-known/openid-configuration", ""),
+        (
+            "GET",
+            "/openapi.yaml",
+            "the OpenAPI 3.1 document (openapi.yaml)",
+        ),
+        (
+            "GET",
+            "/docs",
+            "the document in Swagger UI, with Try it out",
+        ),
+    ];
+    for (method, path, what) in routes {
+        let line = format!("  {method:4} {base}{path:17} {what}");
+        println!("{}", line.trim_end());
+    }
     println!("  a click-through page:     http://127.0.0.1:{port}/");
     println!("SMS texts appear here. Ctrl-C stops the API and the local AWS stack.");
 
@@ -219,6 +257,10 @@ impl Gateway {
             "/api/v1/auth/otp/verify" => self.verify.handle(request).await,
             "/api/v1/auth/token/refresh" => self.refresh.handle(request).await,
             "/api/v1/auth/logout" => self.logout.handle(request).await,
+            "/api/v1/auth/sessions" | "/api/v1/auth/sessions/revoke" => {
+                self.sessions.handle(request).await
+            }
+            "/api/v1/auth/account/delete" => self.account_delete.handle(request).await,
             "/api/v1/auth/.well-known/jwks.json"
             | "/api/v1/auth/.well-known/openid-configuration" => self.jwks.handle(request).await,
             _ => return plain(404, r#"{"code":"NOT_FOUND","message":"no such route"}"#),
@@ -256,6 +298,13 @@ fn gateway_event(parts: &hyper::http::request::Parts, body: &Bytes) -> Value {
     }
     let path = parts.uri.path();
     let method = parts.method.as_str();
+    // API Gateway copies the `User-Agent` header into the request context too; the header
+    // itself (like `Authorization`) is handed on above, as the functions read it there
+    // (CONTRACT §7: a session's `userAgent`, the Bearer token).
+    let user_agent = headers
+        .get("user-agent")
+        .cloned()
+        .unwrap_or_else(|| json!(""));
     let (body, is_base64) = match std::str::from_utf8(body) {
         Ok(text) => (text.to_owned(), false),
         Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
@@ -270,7 +319,7 @@ fn gateway_event(parts: &hyper::http::request::Parts, body: &Bytes) -> Value {
             "accountId": "000000000000",
             "apiId": "local",
             "domainName": "127.0.0.1",
-            "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "" },
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": user_agent },
             "requestId": "local",
             "routeKey": format!("{method} {path}"),
             "stage": "$default",
@@ -297,7 +346,8 @@ fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> hyper::Respon
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
-/// The walk-through page: send → verify → refresh → logout, for people who would rather click.
+/// The walk-through page: send → verify → refresh → logout, the sessions list, logout
+/// everywhere and account deletion, for people who would rather click.
 fn page() -> hyper::Response<Full<Bytes>> {
     docs::respond(
         200,
