@@ -40,7 +40,7 @@ invoke: ## Run one sample event through its function's Lambda runtime: make invo
 
 # The function packages and the baseline alone, as `sam build` builds each function: a
 # --workspace build would give them local-api's devstack features too.
-BENCH_BINARIES := otp-send otp-verify token-refresh logout jwks hello-world
+BENCH_BINARIES := otp-send otp-verify token-refresh logout sessions account-delete jwks hello-world
 
 .PHONY: bench
 bench: ## Benchmark of record → BENCHMARKS.md: each function vs hello-world (init, warm p50/p99, CPU, RSS, AWS calls), crypto floor; BENCH_RUNS=10 BENCH_REQUESTS=1000

@@ -180,7 +180,7 @@ done
 if [ "$mode" = invoke ]; then
   event=$1
   function=
-  for f in otp-send otp-verify token-refresh logout jwks key-rotation; do
+  for f in otp-send otp-verify token-refresh logout sessions account-delete jwks key-rotation; do
     case "$event" in "$f" | "$f"-*) [ ${#f} -gt ${#function} ] && function=$f ;; esac
   done
   if [ ! -f "events/$event.json" ] || [ -z "$function" ]; then

@@ -1,7 +1,8 @@
 //! The functions in their Lambda containers, through the SAM CLI itself on this machine's
 //! Docker engine: `sam local invoke` of every file in `events/`, with the outcome
 //! `events.rs` expects of it, and the whole login flow over HTTP through
-//! `sam local start-api` (SAM's API Gateway emulation, HTTP API payload 2.0).
+//! `sam local start-api` (SAM's API Gateway emulation, HTTP API payload 2.0), the
+//! access-token routes included: the session list and the account deletion.
 //!
 //! Ignored in the plain `cargo test` run: they need Docker, the base image and the
 //! `sam build` output, and moto where the containers can reach it. `make test` runs them as
@@ -449,6 +450,28 @@ struct Response {
 
 /// One HTTP/1.1 request to SAM's local gateway (`Connection: close`).
 async fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Response {
+    request(base, method, path, body, None).await
+}
+
+/// The same with `Authorization: Bearer <access_token>` (the access-token endpoints,
+/// CONTRACT §7).
+async fn http_bearer(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    access_token: &str,
+) -> Response {
+    request(base, method, path, body, Some(access_token)).await
+}
+
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    access_token: Option<&str>,
+) -> Response {
     let authority = base
         .strip_prefix("http://")
         .unwrap()
@@ -457,9 +480,12 @@ async fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Resp
         .unwrap();
     let base_path = &base["http://".len() + authority.len()..];
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let authorization = access_token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
     let request = format!(
-        "{method} {base_path}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {base_path}{path} HTTP/1.1\r\nHost: {authority}\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -478,6 +504,29 @@ async fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Resp
         headers: head.to_ascii_lowercase(),
         body,
     }
+}
+
+/// `POST /otp/send` for `phone`, and the code of the SMS moto "delivered" for it.
+async fn send_code(base: &str, moto: &str, phone: &str, api: &StartApi) -> String {
+    let sent = http(base, "POST", "/otp/send", Some(json!({ "phone": phone }))).await;
+    assert_eq!(sent.status, 200, "{:?}\n{}", sent.body, api.output());
+    assert_eq!(sent.body["message"], "OTP sent");
+    assert!(
+        sent.headers.contains("cache-control: no-store"),
+        "{}",
+        sent.headers
+    );
+    let sms = devstack::sent_sms(moto).await.unwrap();
+    let text = &sms
+        .iter()
+        .rev()
+        .find(|m| m.phone_number == phone)
+        .unwrap_or_else(|| panic!("no SMS to {phone} in moto: {sms:?}"))
+        .message;
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_owned()
 }
 
 fn jwt_part(token: &str, index: usize) -> Value {
@@ -588,29 +637,10 @@ async fn the_login_flow_through_sam_local_start_api() {
         jwks.body
     );
 
-    // send → the SMS moto "delivered" → verify → refresh → logout → refresh fails.
+    // send → the SMS moto "delivered" → verify → the session list → refresh → logout →
+    // refresh fails; then a second login, whose access token deletes the account.
     let phone = "+77001234567";
-    let sent = http(&base, "POST", "/otp/send", Some(json!({ "phone": phone }))).await;
-    assert_eq!(sent.status, 200, "{:?}\n{}", sent.body, api.output());
-    assert_eq!(sent.body["message"], "OTP sent");
-    assert!(
-        sent.headers.contains("cache-control: no-store"),
-        "{}",
-        sent.headers
-    );
-    let sms = devstack::sent_sms(&moto).await.unwrap();
-    let text = &sms
-        .iter()
-        .rev()
-        .find(|m| m.phone_number == phone)
-        .unwrap_or_else(|| panic!("no SMS to {phone} in moto: {sms:?}"))
-        .message;
-    let code: String = text
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .unwrap_or_else(|| panic!("no code in {text:?}"))
-        .to_owned();
-
+    let code = send_code(&base, &moto, phone, &api).await;
     let verified = http(
         &base,
         "POST",
@@ -628,6 +658,28 @@ async fn the_login_flow_through_sam_local_start_api() {
         "kid {kid} not in the JWKS {kids:?}"
     );
     let first = verified.body["refreshToken"].as_str().unwrap().to_owned();
+
+    // The access-token routes are served with no authorizer in front (CONTRACT §7): the
+    // function checks the token, and answers the contract's 401 without one.
+    let listed = http_bearer(&base, "GET", "/sessions", None, access).await;
+    assert_eq!(listed.status, 200, "{:?}\n{}", listed.body, api.output());
+    let sessions = listed.body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{:?}", listed.body);
+    assert_eq!(sessions[0]["id"], jwt_part(access, 1)["sid"]);
+    assert_eq!(sessions[0]["current"], true, "{:?}", listed.body);
+    assert!(
+        listed.headers.contains("cache-control: no-store"),
+        "{}",
+        listed.headers
+    );
+    let anonymous = http(&base, "GET", "/sessions", None).await;
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+    assert_eq!(anonymous.body["code"], "INVALID_ACCESS_TOKEN");
+    assert!(
+        anonymous.headers.contains("www-authenticate: bearer"),
+        "{}",
+        anonymous.headers
+    );
 
     let refreshed = http(
         &base,
@@ -659,6 +711,24 @@ async fn the_login_flow_through_sam_local_start_api() {
     .await;
     assert_eq!(after.status, 401, "refresh after logout: {:?}", after.body);
     assert!(after.body["code"].is_string(), "{:?}", after.body);
+
+    // The deletion needs a recent verify (REAUTH_MAX_AGE_SECONDS): log in again.
+    let code = send_code(&base, &moto, phone, &api).await;
+    let again = http(
+        &base,
+        "POST",
+        "/otp/verify",
+        Some(json!({ "phone": phone, "code": code })),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    let access = again.body["accessToken"].as_str().unwrap();
+    let deleted = http_bearer(&base, "POST", "/account/delete", Some(json!({})), access).await;
+    assert_eq!(deleted.status, 200, "{:?}\n{}", deleted.body, api.output());
+    assert_eq!(deleted.body, json!({}));
+    let gone = http_bearer(&base, "GET", "/sessions", None, access).await;
+    assert_eq!(gone.status, 401, "after the deletion: {:?}", gone.body);
+    assert_eq!(gone.body["code"], "INVALID_ACCESS_TOKEN");
     let flow = started.elapsed() - ready;
 
     // Stopped as Ctrl-C stops it: SAM removes its warm containers, the script stops moto.
