@@ -7,8 +7,10 @@ use crate::adapters::DynamoDbStore;
 use crate::adapters::dynamodb::{Account, Deletion, MAX_TRANSACTION_ITEMS, OtpItem};
 use crate::api::{Round, settle, within};
 use crate::budget::Budget;
+use crate::domain::events::{Change, Reason};
 use crate::domain::session::SessionId;
 use crate::domain::{AuthError, PhoneNumber};
+use crate::events::Events;
 use crate::ports::{Clock, StoreError};
 
 /// What the rounds of one erasure know.
@@ -25,12 +27,15 @@ struct Attempt {
 /// and the phone's active code with its `Idempotency-Key`; the send window, the guess
 /// count and a block stay. `read` is a fresh read of the account, if the caller has
 /// one. Answers the live sessions it ended, or `None` when there is no such account.
+/// With `events`, the erasure stores and puts `SessionsRevoked` (reason
+/// `account_deleted`, when live sessions ended) and `AccountDeleted` (CONTRACT §7).
 pub async fn erase(
     store: &DynamoDbStore,
     clock: &dyn Clock,
     budget: &Budget,
     sub: &str,
     read: Option<Account>,
+    events: Option<&Events>,
 ) -> Result<Option<Vec<SessionId>>, AuthError> {
     let mut first = Some(Attempt {
         account: read,
@@ -43,7 +48,7 @@ pub async fn erase(
             sent: true,
             otp: OtpItem::Clear,
         });
-        erase_round(store, clock, budget, sub, attempt)
+        erase_round(store, clock, budget, sub, attempt, events)
     })
     .await
 }
@@ -55,6 +60,7 @@ async fn erase_round(
     budget: &Budget,
     sub: &str,
     attempt: Attempt,
+    events: Option<&Events>,
 ) -> Result<Round<Attempt, Option<Vec<SessionId>>>, AuthError> {
     let now = clock.now();
     let account = match attempt.account {
@@ -72,8 +78,9 @@ async fn erase_round(
         .into_iter()
         .map(|s| s.id.clone())
         .collect();
-    // Every session item goes, live ones first; what does not fit one transaction is
-    // already dead (revoked or expired) and leaves with its TTL.
+    // Every session item goes, live ones first; what does not fit one transaction (with
+    // the account item, the phone's two items and the events item) is already dead
+    // (revoked or expired) and leaves with its TTL.
     let mut delete = live.clone();
     delete.extend(
         account
@@ -82,14 +89,38 @@ async fn erase_round(
             .filter(|s| !live.contains(&s.id))
             .map(|s| s.id.clone()),
     );
-    delete.truncate(MAX_TRANSACTION_ITEMS - 3);
+    delete.truncate(MAX_TRANSACTION_ITEMS - 4);
+    let pending = Events::stage(
+        events,
+        now,
+        [
+            Change::SessionsRevoked {
+                sub: sub.to_owned(),
+                session_ids: live.iter().map(|s| s.as_str().to_owned()).collect(),
+                reason: Reason::AccountDeleted,
+            },
+            Change::AccountDeleted {
+                sub: sub.to_owned(),
+            },
+        ],
+    )?;
     match within(
         budget,
-        store.delete_account(&account, &phone, version, &delete, attempt.otp),
+        store.delete_account(
+            &account,
+            &phone,
+            version,
+            &delete,
+            attempt.otp,
+            pending.as_ref(),
+        ),
     )
     .await
     {
-        Ok(Deletion::Deleted) => Ok(Round::Done(Some(live))),
+        Ok(Deletion::Deleted) => {
+            crate::events::deliver(events, store, budget, pending.as_ref()).await;
+            Ok(Round::Done(Some(live)))
+        }
         // The OTP item is not as expected: the same erasure expecting the other, from
         // the same read (a send that made one meanwhile gets its code cleared).
         Ok(Deletion::OtpItemOtherwise) => Ok(Round::Lost(Some(Attempt {
@@ -110,7 +141,9 @@ async fn erase_round(
 
 /// Revoke the live sessions of the account `sub` (only `only`, when given) in one
 /// transaction tagged `write_id`. Answers the sessions revoked: none when there were
-/// none live (or `only` is not one of them).
+/// none live (or `only` is not one of them). With `events`, the revocation stores and
+/// puts `SessionsRevoked` with `reason` (CONTRACT §7).
+#[allow(clippy::too_many_arguments)]
 pub async fn revoke_live(
     store: &DynamoDbStore,
     clock: &dyn Clock,
@@ -118,6 +151,8 @@ pub async fn revoke_live(
     sub: &str,
     only: Option<&SessionId>,
     write_id: &str,
+    events: Option<&Events>,
+    reason: Reason,
 ) -> Result<Vec<SessionId>, AuthError> {
     settle(budget, |_: Option<()>| async {
         let now = clock.now();
@@ -141,8 +176,25 @@ pub async fn revoke_live(
         if targets.is_empty() {
             return Ok(Round::Done(targets));
         }
-        match within(budget, store.revoke_sessions(&targets, None, write_id, now)).await {
-            Ok(()) => Ok(Round::Done(targets)),
+        let pending = Events::stage(
+            events,
+            now,
+            [Change::SessionsRevoked {
+                sub: sub.to_owned(),
+                session_ids: targets.iter().map(|s| s.as_str().to_owned()).collect(),
+                reason,
+            }],
+        )?;
+        match within(
+            budget,
+            store.revoke_sessions(&targets, None, write_id, now, pending.as_ref()),
+        )
+        .await
+        {
+            Ok(()) => {
+                crate::events::deliver(events, store, budget, pending.as_ref()).await;
+                Ok(Round::Done(targets))
+            }
             Err(StoreError::Conflict) => Ok(Round::Lost(None)),
             Err(e) => Err(e.into()),
         }

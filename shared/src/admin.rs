@@ -12,9 +12,11 @@ use crate::accounts;
 use crate::adapters::DynamoDbStore;
 use crate::api::{Round, rng_failed, settle, within};
 use crate::budget::Budget;
+use crate::domain::events::Reason;
 use crate::domain::otp::GUESS_WINDOW_SECS;
 use crate::domain::session::SessionId;
 use crate::domain::{AuthError, PhoneNumber, Session, random_id};
+use crate::events::Events;
 use crate::ports::{Clock, Conditional};
 
 /// How long one action may take, retries and back-off included.
@@ -37,6 +39,8 @@ pub struct Admin {
     clock: Arc<dyn Clock>,
     /// `OTP_SEND_WINDOW_SECONDS`: an unblocked phone's item lives at least this long.
     send_window_secs: u64,
+    /// `EVENT_BUS_NAME`: the changes' events are the functions' (CONTRACT §7).
+    events: Option<Events>,
 }
 
 impl Admin {
@@ -45,7 +49,15 @@ impl Admin {
             store,
             clock,
             send_window_secs,
+            events: None,
         }
+    }
+
+    /// Put account and session events on this bus (CONTRACT §7 "Events").
+    #[must_use]
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     fn budget() -> Budget {
@@ -97,6 +109,8 @@ impl Admin {
             &sub,
             only.as_ref(),
             &write_id,
+            self.events.as_ref(),
+            Reason::Admin,
         )
         .await?;
         if only.is_some() && revoked.is_empty() {
@@ -113,9 +127,16 @@ impl Admin {
     ) -> Result<(String, Vec<SessionId>), AdminError> {
         let budget = Self::budget();
         let sub = self.account_of(&budget, phone).await?;
-        let ended = accounts::erase(&self.store, &*self.clock, &budget, &sub, None)
-            .await?
-            .ok_or(AdminError::NotFound("no account for this phone"))?;
+        let ended = accounts::erase(
+            &self.store,
+            &*self.clock,
+            &budget,
+            &sub,
+            None,
+            self.events.as_ref(),
+        )
+        .await?
+        .ok_or(AdminError::NotFound("no account for this phone"))?;
         Ok((sub, ended))
     }
 
@@ -159,9 +180,17 @@ impl Admin {
             Err(e) => return Err(e),
         };
         let write_id = random_id(&SystemRandom::new()).map_err(rng_failed)?;
-        let revoked =
-            accounts::revoke_live(&self.store, &*self.clock, &budget, &sub, None, &write_id)
-                .await?;
+        let revoked = accounts::revoke_live(
+            &self.store,
+            &*self.clock,
+            &budget,
+            &sub,
+            None,
+            &write_id,
+            self.events.as_ref(),
+            Reason::Admin,
+        )
+        .await?;
         Ok((Some(sub), revoked))
     }
 

@@ -46,6 +46,14 @@ impl Budget {
         Self::within(left)
     }
 
+    /// From an invocation's deadline (epoch milliseconds) of an event that is not a
+    /// request.
+    pub fn from_deadline(deadline_ms: u64) -> Self {
+        Self::within(Duration::from_millis(
+            deadline_ms.saturating_sub(SystemClock.now().as_millis()),
+        ))
+    }
+
     /// A budget for a call that has `left` before its deadline.
     pub fn within(left: Duration) -> Self {
         Self {

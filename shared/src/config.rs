@@ -86,6 +86,29 @@ impl StoreConfig {
     }
 }
 
+/// `EVENT_BUS_NAME` (CONTRACT §7 "Events"): the EventBridge bus (name or ARN) that
+/// account and session events go to; absent or empty, no events.
+pub fn event_bus_name(env: &dyn Env) -> Result<Option<String>, ConfigError> {
+    let Some(name) = non_empty(env, "EVENT_BUS_NAME") else {
+        return Ok(None);
+    };
+    // EventBridge's own rule for a bus name ([/.\-_A-Za-z0-9]+, at most 256), or an ARN.
+    let valid = name.len() <= 1600
+        && (name.starts_with("arn:")
+            || (name.len() <= 256
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))));
+    if valid && name.trim() == name {
+        Ok(Some(name))
+    } else {
+        Err(ConfigError::Invalid {
+            name: "EVENT_BUS_NAME",
+            reason: "not an EventBridge bus name or ARN".into(),
+        })
+    }
+}
+
 /// `AUTH_SECRET_ID`: the secret holding the OTP pepper and the signing keys.
 #[derive(Debug, Clone)]
 pub struct SecretConfig {

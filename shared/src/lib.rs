@@ -4,7 +4,8 @@
 //! implementations, `http` the request/response edge and `api` one module per endpoint.
 //! Each Lambda binary in `functions/` is a few lines around `runtime::serve`. `accounts`
 //! is what is done to an account, shared by the endpoints and `admin`, the operator's
-//! actions behind `foodsave-auth-admin` (`tools/admin`).
+//! actions behind `foodsave-auth-admin` (`tools/admin`). `events` puts account and
+//! session events on EventBridge, and relays those whose put failed.
 //!
 //! The `aws` feature (on by default) brings the AWS side: `adapters`, `api`, `runtime`,
 //! `keys` and `rotation`. Without it the crate is the domain and the request edge
@@ -23,6 +24,8 @@ pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "aws")]
+pub mod events;
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod keys;

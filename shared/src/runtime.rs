@@ -91,6 +91,56 @@ pub async fn serve_rotation() -> Result<(), lambda_http::Error> {
     .await
 }
 
+/// The event relay (CONTRACT §7 "Events"), invoked on a schedule: whatever the event,
+/// one run of [`crate::events::Relay`], whose summary line (an EMF metric record) goes
+/// to stdout. Needs `TABLE_NAME` and `EVENT_BUS_NAME`.
+pub async fn serve_event_relay() -> Result<(), lambda_http::Error> {
+    use crate::config::{ConfigError, StoreConfig, event_bus_name};
+    use crate::events::Relay;
+    use crate::ports::Clock;
+    use lambda_http::LambdaEvent;
+
+    crate::telemetry::init();
+    let env = ProcessEnv;
+    let config = StoreConfig::load(&env).and_then(|store| {
+        event_bus_name(&env)?
+            .map(|bus| (store.table_name, bus))
+            .ok_or(ConfigError::Missing("EVENT_BUS_NAME"))
+    });
+    let (table, bus) = match config {
+        Ok(config) => config,
+        Err(err) => return Err(init_failed("event-relay", err).await),
+    };
+    let aws = load_sdk_config().await;
+    let relay = Relay::new(
+        crate::adapters::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
+        crate::adapters::EventBus::new(aws_sdk_eventbridge::Client::new(&aws), bus),
+        Arc::new(SystemClock),
+    );
+    let relay = &relay;
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let budget = crate::budget::Budget::from_deadline(event.context.deadline);
+            match relay.run(&budget).await {
+                Ok(report) => {
+                    println!("{}", report.line(SystemClock.now()));
+                    Ok(serde_json::json!({
+                        "delivered": report.delivered,
+                        "failed": report.failed,
+                        "unreadable": report.unreadable,
+                        "oldestPendingAgeSeconds": report.oldest_age_secs,
+                    }))
+                }
+                Err(err) => {
+                    tracing::error!(error = %crate::telemetry::chain(&err), "event relay failed");
+                    Err(lambda_http::Error::from(err))
+                }
+            }
+        },
+    ))
+    .await
+}
+
 /// An init failure: log it with its cause, report it to the Runtime API's `/init/error`
 /// (so Lambda shows the reason, answers 5xx and retries the init), and end the process.
 async fn init_failed<E>(function: &'static str, err: E) -> lambda_http::Error

@@ -858,7 +858,7 @@ async fn a_login_read_before_a_deletion_cannot_bring_the_old_sub_back() {
             evict: Vec::new(),
         };
         let result = store
-            .complete_login(&parsed, otp_version, now, &stale, &account)
+            .complete_login(&parsed, otp_version, now, &stale, &account, None)
             .await;
         assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
     }
@@ -895,14 +895,14 @@ async fn an_erasure_holds_the_phone_s_otp_item_whether_or_not_it_exists() {
     let version = account.version.unwrap();
     // The phone has an OTP item: expecting none is refused, nothing written.
     let outcome = store
-        .delete_account(&account, &parsed, version, &[], OtpItem::Absent)
+        .delete_account(&account, &parsed, version, &[], OtpItem::Absent, None)
         .await
         .unwrap();
     assert_eq!(outcome, Deletion::OtpItemOtherwise);
     assert!(store.load_account(&sub).await.unwrap().version.is_some());
     // Expecting it: the erasure goes through and clears its code.
     let outcome = store
-        .delete_account(&account, &parsed, version, &[], OtpItem::Clear)
+        .delete_account(&account, &parsed, version, &[], OtpItem::Clear, None)
         .await
         .unwrap();
     assert_eq!(outcome, Deletion::Deleted);

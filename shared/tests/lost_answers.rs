@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::proxied::{Proxied, login, post, proxied, refresh_body, sent_code};
-use common::{Stack, random_phone};
+use common::{Stack, access_of, bearer_request, random_phone, sid_of};
 use foodsave_auth::devstack::fault_proxy::Fault;
 use serde_json::json;
 
@@ -358,49 +358,6 @@ async fn a_logout_whose_answer_came_late_or_met_a_transaction_is_200_and_ends_th
 }
 
 // ---- accounts and sessions (CONTRACT §7) ------------------------------------------------
-
-/// A request to one of the access-token routes, as Lambda hands it over.
-fn bearer_request(
-    method: &str,
-    path: &str,
-    access: &str,
-    body: Option<&serde_json::Value>,
-) -> lambda_http::Request {
-    use lambda_http::RequestExt;
-    let mut event = common::sample_event("logout");
-    let full = format!("/api/v1/auth{path}");
-    event["rawPath"] = json!(full);
-    event["routeKey"] = json!(format!("{method} {full}"));
-    event["requestContext"]["http"]["method"] = json!(method);
-    event["requestContext"]["http"]["path"] = json!(full);
-    event["headers"]["authorization"] = json!(format!("Bearer {access}"));
-    match body {
-        Some(b) => event["body"] = json!(b.to_string()),
-        None => {
-            event.as_object_mut().unwrap().remove("body");
-        }
-    }
-    let mut context = lambda_http::Context::default();
-    let now = foodsave_auth::ports::Clock::now(&foodsave_auth::clock::SystemClock).as_millis();
-    context.deadline = now + 10_000;
-    foodsave_auth::http::event::request_from_json(&event.to_string())
-        .unwrap()
-        .with_lambda_context(context)
-}
-
-fn access_of(answer: &common::Answer) -> String {
-    answer.body["accessToken"].as_str().unwrap().to_owned()
-}
-
-fn sid_of(answer: &common::Answer) -> String {
-    let payload = access_of(answer).split('.').nth(1).unwrap().to_owned();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["sid"].as_str().unwrap().to_owned()
-}
 
 async fn sessions_listed(p: &Proxied, answer: &common::Answer) -> common::Answer {
     common::call(

@@ -12,6 +12,7 @@
 //! |           |                 |           | used), the rotation's id                         |
 //! | IP budget | `IP#<address>`  | `SENDS`   | slots `s0`…: time of the send holding each       |
 //! | global    | `GLOBAL#<n>`    | `SENDS`   | slots of shard n of the hourly SMS budget        |
+//! | events    | `EVENTS`        | `<ms>#<id>` | a change's events not yet on the bus (no TTL)  |
 //!
 //! Every race is settled by a condition in DynamoDB, never by reading twice, and a
 //! failed condition returns the item as it stood (`ReturnValuesOnConditionCheckFailure`)
@@ -45,6 +46,12 @@
 //! deletion 2 (Query, transaction). Refresh and scope `session` logout never use a
 //! transaction.
 //! A send past a spent global budget: at most 3 (see `domain::global_budget`).
+//!
+//! With `EVENT_BUS_NAME` set (CONTRACT §7 "Events"), a write that makes an event also
+//! puts the event's item (`EVENTS`, keyed by time, so the relay reads the oldest first)
+//! in the same request: a single-item revocation becomes a two-item transaction, the
+//! others gain one item. Once the bus has taken them the function deletes the item (one
+//! more request); while the bus fails, the item stays for `functions/event-relay`.
 //! User items carry no TTL: a user's `sub` must never change.
 
 use std::collections::HashMap;
@@ -60,6 +67,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
+use crate::domain::events::{Entry, Pending, entries_from_json, entries_to_json};
 use crate::domain::global_budget::shard_key;
 use crate::domain::otp::{ActiveCode, Block, IdempotentSend};
 use crate::domain::session::{Chain, SessionId};
@@ -77,6 +85,8 @@ const SK_USER: &str = "USER";
 const SK_ACCOUNT: &str = "ACCOUNT";
 const SK_SESSION_PREFIX: &str = "SESSION#";
 const SK_SENDS: &str = "SENDS";
+/// The partition of events not yet on the bus (CONTRACT §7 "Events").
+pub const EVENTS_PK: &str = "EVENTS";
 
 /// The most items one transaction may write (DynamoDB's limit).
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -264,6 +274,21 @@ fn transaction_error(err: SdkError<TransactWriteItemsError>) -> StoreError {
     store_error(err)
 }
 
+/// The item a cancelled transaction returned for its item `index` (asked for with
+/// `ReturnValuesOnConditionCheckFailure`).
+fn cancelled_item(err: &SdkError<TransactWriteItemsError>, index: usize) -> Option<Item> {
+    match err {
+        SdkError::ServiceError(service) => match service.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancel) => cancel
+                .cancellation_reasons()
+                .get(index)
+                .and_then(|r| r.item().cloned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn put_item_found(err: &PutItemError) -> Option<Item> {
     match err {
         PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
@@ -421,6 +446,7 @@ impl DynamoDbStore {
         now: UnixMillis,
         session: &Session,
         account: &LoginAccount,
+        events: Option<&Pending>,
     ) -> Result<(), StoreError> {
         let consume = Update::builder()
             .table_name(&self.table)
@@ -497,6 +523,9 @@ impl DynamoDbStore {
                     .build(),
             );
         }
+        if let Some(events) = events {
+            request = request.transact_items(self.events_put(events)?);
+        }
         match request.send().await {
             Ok(_) => Ok(()),
             Err(err) if cancelled_codes(&err).get(3).copied() == Some("ConditionalCheckFailed") => {
@@ -547,8 +576,11 @@ impl DynamoDbStore {
         keep: Option<&SessionId>,
         write_id: &str,
         now: UnixMillis,
+        events: Option<&Pending>,
     ) -> Result<(), StoreError> {
-        if sids.len() + usize::from(keep.is_some()) > MAX_TRANSACTION_ITEMS {
+        if sids.len() + usize::from(keep.is_some()) + usize::from(events.is_some())
+            > MAX_TRANSACTION_ITEMS
+        {
             return Err(StoreError::Other(
                 "too many sessions for one transaction".into(),
             ));
@@ -577,12 +609,15 @@ impl DynamoDbStore {
                     .build(),
             );
         }
+        if let Some(events) = events {
+            request = request.transact_items(self.events_put(events)?);
+        }
         request.send().await.map(|_| ()).map_err(transaction_error)
     }
 
     /// Erase an account (CONTRACT §7) in one transaction: its account item (still at
     /// `account.version`), the phone's mapping to it, its sessions `delete` (at most
-    /// [`MAX_TRANSACTION_ITEMS`] − 3), and the phone's OTP item as `otp` expects it: its
+    /// [`MAX_TRANSACTION_ITEMS`] − 4), the item of its `events`, and the phone's OTP item as `otp` expects it: its
     /// active code and `Idempotency-Key` cleared and its version bumped (the send window,
     /// guess count and a block stay), or checked absent. Either way the transaction
     /// holds the OTP item, so a login that read the code before fails and reads again.
@@ -597,8 +632,9 @@ impl DynamoDbStore {
         version: u64,
         delete: &[SessionId],
         otp: OtpItem,
+        events: Option<&Pending>,
     ) -> Result<Deletion, StoreError> {
-        if delete.len() + 3 > MAX_TRANSACTION_ITEMS {
+        if delete.len() + 3 + usize::from(events.is_some()) > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::Other(
                 "too many sessions for one transaction".into(),
             ));
@@ -661,6 +697,9 @@ impl DynamoDbStore {
         request = request.transact_items(otp_write);
         for sid in delete {
             request = request.transact_items(delete_item(session_key(sid))?);
+        }
+        if let Some(events) = events {
+            request = request.transact_items(self.events_put(events)?);
         }
         match request.send().await {
             Ok(_) => Ok(Deletion::Deleted),
@@ -1115,48 +1154,184 @@ impl DynamoDbStore {
     /// while that hash is its live token. Answers the session as it stood when the
     /// condition failed (already revoked, expired, rotated on, or absent). `write_id`
     /// marks the revocation (`revokedBy`): a repeat of one that was applied is
-    /// [`Conditional::Applied`].
+    /// [`Conditional::Applied`]. With `events`, the same update and the events' item in
+    /// one transaction (still one request).
     pub async fn revoke_session(
         &self,
         sid: &SessionId,
         now: UnixMillis,
         only_if_current: Option<&str>,
         write_id: &str,
+        events: Option<&Pending>,
     ) -> Result<Conditional<(), Session>, StoreError> {
         let live =
             "attribute_not_exists(revokedAt) AND sessionExpiresAt > :now AND tokenExpiresAt > :now";
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(sid)))
-            .update_expression("SET revokedAt = :now, revokedBy = :wid")
-            .expression_attribute_values(":now", n(now.as_millis()))
-            .expression_attribute_values(":wid", s(write_id))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        update = match only_if_current {
-            Some(hash) => update
-                .condition_expression(format!("cur = :cur AND {live}"))
-                .expression_attribute_values(":cur", s(hash)),
-            None => update.condition_expression(format!("attribute_exists(pk) AND {live}")),
+        let mut values = HashMap::from([
+            (":now".to_owned(), n(now.as_millis())),
+            (":wid".to_owned(), s(write_id)),
+        ]);
+        let condition = match only_if_current {
+            Some(hash) => {
+                values.insert(":cur".to_owned(), s(hash));
+                format!("cur = :cur AND {live}")
+            }
+            None => format!("attribute_exists(pk) AND {live}"),
         };
-        Ok(
-            match single_write(update.send().await, update_item_found)? {
-                Conditional::Applied(_) => Conditional::Applied(()),
-                Conditional::Failed(Some(item))
-                    if get_opt_s(&item, "revokedBy")?.as_deref() == Some(write_id) =>
-                {
-                    Conditional::Applied(())
+        let found = match events {
+            None => {
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(session_key(sid)))
+                    .update_expression("SET revokedAt = :now, revokedBy = :wid")
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send()
+                    .await;
+                match single_write(result, update_item_found)? {
+                    Conditional::Applied(_) => return Ok(Conditional::Applied(())),
+                    Conditional::Held => return Ok(Conditional::Held),
+                    Conditional::Failed(found) => found,
                 }
-                Conditional::Failed(found) => Conditional::Failed(
-                    found
-                        .as_ref()
-                        .map(|i| session_from_item(i, sid))
-                        .transpose()?,
-                ),
-                Conditional::Held => Conditional::Held,
-            },
-        )
+            }
+            Some(events) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(session_key(sid)))
+                    .update_expression("SET revokedAt = :now, revokedBy = :wid")
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .map_err(|e| StoreError::Other(e.into()))?;
+                let result = self
+                    .client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().update(update).build())
+                    .transact_items(self.events_put(events)?)
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => return Ok(Conditional::Applied(())),
+                    // The session's condition failed: the transaction returned it.
+                    Err(err)
+                        if cancelled_codes(&err).first() == Some(&"ConditionalCheckFailed") =>
+                    {
+                        cancelled_item(&err, 0)
+                    }
+                    Err(err) => {
+                        return match transaction_error(err) {
+                            // A transaction held an item: the same lost race.
+                            StoreError::Conflict => Ok(Conditional::Held),
+                            other => Err(other),
+                        };
+                    }
+                }
+            }
+        };
+        Ok(match found {
+            Some(item) if get_opt_s(&item, "revokedBy")?.as_deref() == Some(write_id) => {
+                Conditional::Applied(())
+            }
+            found => Conditional::Failed(
+                found
+                    .as_ref()
+                    .map(|i| session_from_item(i, sid))
+                    .transpose()?,
+            ),
+        })
+    }
+
+    // ---- events not yet on the bus (CONTRACT §7 "Events") ------------------------------
+
+    /// The put of a change's events item, for the change's own transaction. No
+    /// condition: a repeat of the transaction writes the same item.
+    fn events_put(&self, events: &Pending) -> Result<TransactWriteItem, StoreError> {
+        let mut item = key(EVENTS_PK.to_owned(), &events.key);
+        item.insert("at".into(), n(events.at.as_millis()));
+        item.insert("events".into(), s(entries_to_json(&events.entries())));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Delete an events item once the bus has its events. One request; deleting one
+    /// that is gone (the relay was first) is no error.
+    pub async fn delete_events(&self, key_: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(EVENTS_PK.to_owned(), key_)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    /// Events items stored before `before`, oldest first, from `start` (the previous
+    /// page's end): at most `limit` of them and where the next page starts.
+    pub async fn stored_events(
+        &self,
+        before: UnixMillis,
+        start: Option<Item>,
+        limit: i32,
+    ) -> Result<(Vec<StoredEvents>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk < :before")
+            .expression_attribute_values(":pk", s(EVENTS_PK))
+            .expression_attribute_values(":before", s(format!("{:013}", before.as_millis())))
+            .set_exclusive_start_key(start)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let stored = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                Ok(StoredEvents {
+                    key: get_s(item, SK)?.to_owned(),
+                    at: UnixMillis(get_n(item, "at")?),
+                    entries: get_s(item, "events").ok().and_then(entries_from_json),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = out.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((stored, next))
+    }
+
+    /// When the oldest stored events item's change was made (`None`: none stored).
+    pub async fn oldest_events(&self) -> Result<Option<UnixMillis>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(EVENTS_PK))
+            .limit(1)
+            .send()
+            .await
+            .map_err(store_error)?;
+        out.items
+            .unwrap_or_default()
+            .first()
+            .map(|item| get_n(item, "at").map(UnixMillis))
+            .transpose()
     }
 
     // ---- helpers -----------------------------------------------------------------------
@@ -1253,6 +1428,15 @@ pub enum SendWrite {
         phone: Box<Found<OtpState>>,
         claims: Vec<Found<Slots>>,
     },
+}
+
+/// An events item as stored: its key, its change's time, and its events (`None`: not
+/// readable, left where it is).
+#[derive(Debug, Clone)]
+pub struct StoredEvents {
+    pub key: String,
+    pub at: UnixMillis,
+    pub entries: Option<Vec<Entry>>,
 }
 
 /// What [`DynamoDbStore::load_login`] read.

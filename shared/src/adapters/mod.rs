@@ -2,6 +2,7 @@
 
 pub mod access_token;
 pub mod dynamodb;
+pub mod eventbridge;
 pub mod jwt;
 pub mod secrets;
 pub mod sns;
@@ -12,6 +13,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 pub use dynamodb::DynamoDbStore;
+pub use eventbridge::EventBus;
 pub use jwt::JwtIssuer;
 pub use secrets::{AuthSecret, SecretCache};
 pub use sns::SnsSmsSender;

@@ -24,6 +24,7 @@ use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{AccountConfig, Env, StoreConfig, TokenConfig};
 use crate::domain::AuthError;
+use crate::events::Events;
 use crate::http::require_post;
 use crate::ports::Clock;
 
@@ -32,6 +33,7 @@ pub struct AccountDelete {
     bearer: Bearer,
     accounts: AccountConfig,
     clock: Arc<dyn Clock>,
+    events: Option<Events>,
 }
 
 impl AccountDelete {
@@ -46,7 +48,15 @@ impl AccountDelete {
             bearer,
             accounts,
             clock,
+            events: None,
         }
+    }
+
+    /// Put account and session events on this bus (CONTRACT §7 "Events").
+    #[must_use]
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     async fn delete(&self, req: &Request) -> Result<Value, AuthError> {
@@ -67,6 +77,7 @@ impl AccountDelete {
             &budget,
             &sub,
             Some(caller.account),
+            self.events.as_ref(),
         )
         .await?
         .ok_or(AuthError::InvalidAccessToken("account deleted"))?
@@ -95,12 +106,14 @@ impl Endpoint for AccountDelete {
         let tokens = TokenConfig::load(env)?;
         let accounts = AccountConfig::load(env)?;
         let bearer = Bearer::load(aws, env, &tokens, &clock).await?;
+        let events = Events::from_env(aws, env)?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             bearer,
             accounts,
             clock,
-        ))
+        )
+        .with_events(events))
     }
 
     async fn handle(&self, req: Request) -> Response<Body> {

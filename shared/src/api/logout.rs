@@ -16,8 +16,10 @@ use crate::adapters::{AuthSecret, DynamoDbStore};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig};
+use crate::domain::events::{Change, Reason};
 use crate::domain::session::{SessionId, may_log_out};
 use crate::domain::{AuthError, ChainKey, RefreshToken, Session, random_id};
+use crate::events::Events;
 use crate::http::{
     LogoutScope, json_object, logout_scope_field, refresh_token_field, require_post,
 };
@@ -27,6 +29,7 @@ pub struct Logout {
     store: DynamoDbStore,
     secret: SecretCache<AuthSecret>,
     clock: Arc<dyn Clock>,
+    events: Option<Events>,
 }
 
 impl Logout {
@@ -39,7 +42,15 @@ impl Logout {
             store,
             secret,
             clock,
+            events: None,
         }
+    }
+
+    /// Put session events on this bus (CONTRACT §7 "Events").
+    #[must_use]
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     async fn logout(&self, req: &Request) -> Result<Value, AuthError> {
@@ -122,13 +133,27 @@ impl Logout {
             return Ok(Round::Done(0));
         }
         let keep = (scope == LogoutScope::Others).then_some(sid);
+        let events = Events::stage(
+            self.events.as_ref(),
+            now,
+            [Change::SessionsRevoked {
+                sub: sid.account(),
+                session_ids: targets.iter().map(|s| s.as_str().to_owned()).collect(),
+                reason: Reason::Logout,
+            }],
+        )?;
         match within(
             budget,
-            self.store.revoke_sessions(&targets, keep, write_id, now),
+            self.store
+                .revoke_sessions(&targets, keep, write_id, now, events.as_ref()),
         )
         .await
         {
-            Ok(()) => Ok(Round::Done(targets.len())),
+            Ok(()) => {
+                crate::events::deliver(self.events.as_ref(), &self.store, budget, events.as_ref())
+                    .await;
+                Ok(Round::Done(targets.len()))
+            }
             // A session in scope changed meanwhile (a login, a logout, a refresh of the
             // kept one is no change): read again and decide anew.
             Err(StoreError::Conflict) => Ok(Round::Lost(None)),
@@ -155,15 +180,28 @@ impl Logout {
             Some(session) if may_log_out(presented, key, Some(session), now) => None,
             Some(_) => return Err(AuthError::InvalidToken),
         };
+        let events = Events::stage(
+            self.events.as_ref(),
+            now,
+            [Change::SessionsRevoked {
+                sub: sid.account(),
+                session_ids: vec![sid.as_str().to_owned()],
+                reason: Reason::Logout,
+            }],
+        )?;
         match within(
             budget,
             self.store
-                .revoke_session(sid, now, only_if_current, write_id),
+                .revoke_session(sid, now, only_if_current, write_id, events.as_ref()),
         )
         .await?
         {
             // Applied, by this attempt or by an earlier one whose answer was lost.
-            Conditional::Applied(()) => Ok(Round::Done(json!({}))),
+            Conditional::Applied(()) => {
+                crate::events::deliver(self.events.as_ref(), &self.store, budget, events.as_ref())
+                    .await;
+                Ok(Round::Done(json!({})))
+            }
             // A transaction held the session: the same revocation again.
             Conditional::Held => Ok(Round::Lost(known)),
             // Absent, revoked (a concurrent logout or reuse detection), or expired.
@@ -191,11 +229,13 @@ impl Endpoint for Logout {
         let secret =
             super::load_auth_secret(aws, env, &clock, AuthSecret::parse_pepper_only).await?;
         require_pepper(&secret).await?;
+        let events = Events::from_env(aws, env)?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,
             clock,
-        ))
+        )
+        .with_events(events))
     }
 
     async fn handle(&self, req: Request) -> Response<Body> {

@@ -16,11 +16,13 @@ use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{AccountConfig, Env, OtpConfig, StoreConfig, TokenConfig};
+use crate::domain::events::{Change, Reason};
 use crate::domain::otp::VerifyPolicy;
 use crate::domain::session::SessionId;
 use crate::domain::{
     AuthError, OtpCode, PhoneNumber, RefreshToken, Session, SourceIp, VerifyOutcome, random_id,
 };
+use crate::events::Events;
 use crate::http::{code_field, json_object, phone_field, require_post, source_ip};
 use crate::ports::{Clock, Conditional, StoreError};
 
@@ -33,6 +35,7 @@ pub struct OtpVerify {
     issuer: JwtIssuer,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
+    events: Option<Events>,
 }
 
 impl OtpVerify {
@@ -53,7 +56,15 @@ impl OtpVerify {
             tokens,
             clock,
             rng: SystemRandom::new(),
+            events: None,
         }
+    }
+
+    /// Put account and session events on this bus (CONTRACT §7 "Events").
+    #[must_use]
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     async fn verify(&self, req: &Request) -> Result<Value, AuthError> {
@@ -221,14 +232,46 @@ impl OtpVerify {
                         self.login_account(&read, now)
                     }
                 };
+                // Its events (CONTRACT §7): the account it creates, the sessions it evicts.
+                let sub = &prepared.session.sub;
+                let events = Events::stage(
+                    self.events.as_ref(),
+                    now,
+                    prepared
+                        .first_login
+                        .then(|| Change::AccountCreated { sub: sub.clone() })
+                        .into_iter()
+                        .chain([Change::SessionsRevoked {
+                            sub: sub.clone(),
+                            session_ids: account
+                                .evict
+                                .iter()
+                                .map(|s| s.as_str().to_owned())
+                                .collect(),
+                            reason: Reason::Limit,
+                        }]),
+                )?;
                 match within(
                     budget,
-                    self.store
-                        .complete_login(phone, version, now, &prepared.session, &account),
+                    self.store.complete_login(
+                        phone,
+                        version,
+                        now,
+                        &prepared.session,
+                        &account,
+                        events.as_ref(),
+                    ),
                 )
                 .await
                 {
                     Ok(()) => {
+                        crate::events::deliver(
+                            self.events.as_ref(),
+                            &self.store,
+                            budget,
+                            events.as_ref(),
+                        )
+                        .await;
                         if !account.evict.is_empty() {
                             audit(AuditEvent::SessionRevoked)
                                 .user(&prepared.session.sub)
@@ -388,6 +431,7 @@ impl Endpoint for OtpVerify {
         let accounts = AccountConfig::load(env)?;
         let secret = super::load_auth_secret(aws, env, &clock, AuthSecret::parse).await?;
         require_pepper(&secret).await?;
+        let events = Events::from_env(aws, env)?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,
@@ -395,7 +439,8 @@ impl Endpoint for OtpVerify {
             tokens,
             accounts,
             clock,
-        ))
+        )
+        .with_events(events))
     }
 
     async fn handle(&self, req: Request) -> Response<Body> {

@@ -21,8 +21,10 @@ use crate::adapters::DynamoDbStore;
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig, TokenConfig};
+use crate::domain::events::{Change, Reason};
 use crate::domain::session::SessionId;
 use crate::domain::{AuthError, random_id};
+use crate::events::Events;
 use crate::http::{json_object, string_field};
 use crate::ports::{Clock, Conditional};
 
@@ -30,6 +32,7 @@ pub struct Sessions {
     store: DynamoDbStore,
     bearer: Bearer,
     clock: Arc<dyn Clock>,
+    events: Option<Events>,
 }
 
 impl Sessions {
@@ -38,7 +41,15 @@ impl Sessions {
             store,
             bearer,
             clock,
+            events: None,
         }
+    }
+
+    /// Put session events on this bus (CONTRACT §7 "Events").
+    #[must_use]
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     async fn serve(&self, req: &Request) -> Result<Value, AuthError> {
@@ -121,14 +132,26 @@ impl Sessions {
         audit: &impl Fn() -> Audit<'a>,
     ) -> Result<Round<(), Value>, AuthError> {
         let now = self.clock.now();
+        let events = Events::stage(
+            self.events.as_ref(),
+            now,
+            [Change::SessionsRevoked {
+                sub: target.account(),
+                session_ids: vec![target.as_str().to_owned()],
+                reason: Reason::User,
+            }],
+        )?;
         match within(
             budget,
-            self.store.revoke_session(target, now, None, write_id),
+            self.store
+                .revoke_session(target, now, None, write_id, events.as_ref()),
         )
         .await?
         {
             // Applied, by this attempt or by an earlier one whose answer was lost.
             Conditional::Applied(()) => {
+                crate::events::deliver(self.events.as_ref(), &self.store, budget, events.as_ref())
+                    .await;
                 audit().emit(now);
                 Ok(Round::Done(json!({})))
             }
@@ -151,11 +174,13 @@ impl Endpoint for Sessions {
         let store = StoreConfig::load(env)?;
         let tokens = TokenConfig::load(env)?;
         let bearer = Bearer::load(aws, env, &tokens, &clock).await?;
+        let events = Events::from_env(aws, env)?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             bearer,
             clock,
-        ))
+        )
+        .with_events(events))
     }
 
     async fn handle(&self, req: Request) -> Response<Body> {

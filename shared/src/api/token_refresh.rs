@@ -16,8 +16,10 @@ use crate::adapters::{AuthSecret, DynamoDbStore, JwtIssuer};
 use crate::audit::{Audit, AuditEvent};
 use crate::budget::Budget;
 use crate::config::{Env, StoreConfig, TokenConfig};
+use crate::domain::events::{Change, Reason};
 use crate::domain::session::{Chain, decide_refresh};
 use crate::domain::{AuthError, ChainKey, RefreshDecision, RefreshToken, random_id};
+use crate::events::Events;
 use crate::http::{json_object, refresh_token_field, require_post};
 use crate::ports::{Clock, Conditional};
 
@@ -28,6 +30,7 @@ pub struct TokenRefresh {
     issuer: JwtIssuer,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
+    events: Option<Events>,
 }
 
 impl TokenRefresh {
@@ -44,7 +47,15 @@ impl TokenRefresh {
             tokens,
             clock,
             rng: SystemRandom::new(),
+            events: None,
         }
+    }
+
+    /// Put session events on this bus (CONTRACT §7 "Events").
+    #[must_use]
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
+        self
     }
 
     async fn refresh(&self, req: &Request) -> Result<Value, AuthError> {
@@ -139,13 +150,32 @@ impl TokenRefresh {
                         audit(AuditEvent::RefreshReuseDetected)
                             .user(&session.sub)
                             .emit(now);
+                        let events = Events::stage(
+                            self.events.as_ref(),
+                            now,
+                            [Change::SessionsRevoked {
+                                sub: session.sub.clone(),
+                                session_ids: vec![sid.as_str().to_owned()],
+                                reason: Reason::Reuse,
+                            }],
+                        )?;
                         let revoked = match within(
                             budget,
-                            self.store.revoke_session(sid, now, None, rotation_id),
+                            self.store
+                                .revoke_session(sid, now, None, rotation_id, events.as_ref()),
                         )
                         .await?
                         {
-                            Conditional::Applied(()) => true,
+                            Conditional::Applied(()) => {
+                                crate::events::deliver(
+                                    self.events.as_ref(),
+                                    &self.store,
+                                    budget,
+                                    events.as_ref(),
+                                )
+                                .await;
+                                true
+                            }
                             Conditional::Failed(_) => false,
                             // A transaction held the session: decide again, and revoke.
                             Conditional::Held => return Ok(Round::Lost(None)),
@@ -184,12 +214,14 @@ impl Endpoint for TokenRefresh {
         let store = StoreConfig::load(env)?;
         let tokens = TokenConfig::load(env)?;
         let secret = super::load_auth_secret(aws, env, &clock, AuthSecret::parse).await?;
+        let events = Events::from_env(aws, env)?;
         Ok(Self::new(
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), store.table_name),
             secret,
             tokens,
             clock,
-        ))
+        )
+        .with_events(events))
     }
 
     async fn handle(&self, req: Request) -> Response<Body> {

@@ -65,6 +65,10 @@ pub enum Fault {
     SlowAnswer(Duration),
     /// Close the connection at once without answering.
     Refuse,
+    /// EventBridge's `PutEvents` answered 200 with `FailedEntryCount` = every entry of
+    /// the request, each with `ErrorCode` `InternalFailure`: nothing was put, though the
+    /// request as a whole succeeded.
+    EntriesFailed,
     /// `BatchGetItem` answered with nothing read and every requested key back in
     /// `UnprocessedKeys`, as DynamoDB answers when it throttles a batch read.
     UnprocessedKeys,
@@ -469,6 +473,24 @@ async fn handle(
                 .collect();
             let answer = json!({ "Responses": responses, "UnprocessedKeys": tables });
             let content_type = json_content_type(&parts.headers, "DynamoDB_20120810");
+            Ok(json_answer(
+                StatusCode::OK,
+                &content_type,
+                &answer,
+                &request_id,
+            ))
+        }
+        Fault::EntriesFailed => {
+            let request: Value = serde_json::from_slice(&body)?;
+            let count = request
+                .get("Entries")
+                .and_then(Value::as_array)
+                .ok_or("fault proxy: EntriesFailed needs a PutEvents request")?
+                .len();
+            let entry =
+                json!({ "ErrorCode": "InternalFailure", "ErrorMessage": "Internal Failure" });
+            let answer = json!({ "FailedEntryCount": count, "Entries": vec![entry; count] });
+            let content_type = json_content_type(&parts.headers, "AWSEvents");
             Ok(json_answer(
                 StatusCode::OK,
                 &content_type,

@@ -260,3 +260,88 @@ pub async fn create_secrets(
     rotation.rotate_now(auth_name).await?;
     Ok(rotation)
 }
+
+/// A local EventBridge bus `name` and a queue subscribed to everything `foodsave.auth`
+/// puts on it, as another FoodSave service would subscribe (an EventBridge rule with
+/// an SQS target): answers the queue's URL, for [`tapped_events`]. Making them again is
+/// harmless.
+pub async fn create_event_tap(aws: &SdkConfig, name: &str) -> Result<String, BoxError> {
+    let events = aws_sdk_eventbridge::Client::new(aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let exists = events.describe_event_bus().name(name).send().await.is_ok();
+    if !exists {
+        events.create_event_bus().name(name).send().await?;
+    }
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-tap"))
+        .send()
+        .await?
+        .queue_url
+        .ok_or("CreateQueue answered no URL")?;
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .ok_or("GetQueueAttributes answered no ARN")?;
+    let pattern = serde_json::json!({ "source": [crate::domain::events::SOURCE] }).to_string();
+    events
+        .put_rule()
+        .name("tap")
+        .event_bus_name(name)
+        .event_pattern(pattern)
+        .send()
+        .await?;
+    events
+        .put_targets()
+        .rule("tap")
+        .event_bus_name(name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(queue_url)
+}
+
+/// Every event the tap queue of [`create_event_tap`] holds, oldest first, taken off
+/// the queue: each as the bus delivered it (`id`, `source`, `detail-type`, `time`,
+/// `detail`, …).
+pub async fn tapped_events(
+    aws: &SdkConfig,
+    queue_url: &str,
+) -> Result<Vec<serde_json::Value>, BoxError> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let mut events = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(events);
+        }
+        for message in messages {
+            if let Some(body) = message.body() {
+                events.push(serde_json::from_str(body)?);
+            }
+            if let Some(handle) = message.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! tokens, access-token claims. No AWS and no HTTP types live here.
 
 pub mod error;
+pub mod events;
 pub mod global_budget;
 pub mod otp;
 pub mod phone;

@@ -31,11 +31,12 @@ use foodsave_auth::api::token_refresh::TokenRefresh;
 use foodsave_auth::clock::{ManualClock, SystemClock};
 use foodsave_auth::config::{AccountConfig, OtpConfig, TokenConfig};
 use foodsave_auth::devstack;
+use foodsave_auth::events::Events;
 use foodsave_auth::ports::Clock;
 use foodsave_auth::rotation::KeyRotation;
 use lambda_http::{Body, Request};
 use ring::rand::SecureRandom;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Counts DynamoDB requests put on the wire (round trips).
 #[derive(Debug, Clone, Default)]
@@ -224,6 +225,11 @@ impl Stack {
         )
     }
 
+    /// The bus of `EVENT_BUS_NAME` in `extra`, if it names one.
+    pub fn events(&self, extra: &[(&str, &str)]) -> Option<Events> {
+        Events::from_env(&self.aws, &self.env(extra)).unwrap()
+    }
+
     pub async fn otp_verify(&self, extra: &[(&str, &str)]) -> OtpVerify {
         let env = self.env(extra);
         OtpVerify::new(
@@ -234,6 +240,7 @@ impl Stack {
             AccountConfig::load(&env).unwrap(),
             self.clock(),
         )
+        .with_events(self.events(extra))
     }
 
     pub async fn token_refresh(&self, extra: &[(&str, &str)]) -> TokenRefresh {
@@ -244,6 +251,7 @@ impl Stack {
             TokenConfig::load(&env).unwrap(),
             self.clock(),
         )
+        .with_events(self.events(extra))
     }
 
     pub async fn jwks(&self) -> Jwks {
@@ -267,6 +275,7 @@ impl Stack {
 
     pub async fn sessions(&self, extra: &[(&str, &str)]) -> Sessions {
         Sessions::new(self.store(), self.bearer(extra).await, self.clock())
+            .with_events(self.events(extra))
     }
 
     pub async fn account_delete(&self, extra: &[(&str, &str)]) -> AccountDelete {
@@ -276,14 +285,20 @@ impl Stack {
             AccountConfig::load(&self.env(extra)).unwrap(),
             self.clock(),
         )
+        .with_events(self.events(extra))
     }
 
     pub async fn logout(&self) -> Logout {
+        self.logout_with(&[]).await
+    }
+
+    pub async fn logout_with(&self, extra: &[(&str, &str)]) -> Logout {
         Logout::new(
             self.store(),
             self.secret_parsed_by(AuthSecret::parse_pepper_only).await,
             self.clock(),
         )
+        .with_events(self.events(extra))
     }
 
     /// Every SMS text moto accepted for `phone`, oldest first.
@@ -514,4 +529,47 @@ pub fn sample_access_claims(event: &str) -> Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// A request to one of the access-token routes, as Lambda hands it over.
+pub fn bearer_request(
+    method: &str,
+    path: &str,
+    access: &str,
+    body: Option<&serde_json::Value>,
+) -> lambda_http::Request {
+    use lambda_http::RequestExt;
+    let mut event = sample_event("logout");
+    let full = format!("/api/v1/auth{path}");
+    event["rawPath"] = json!(full);
+    event["routeKey"] = json!(format!("{method} {full}"));
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(full);
+    event["headers"]["authorization"] = json!(format!("Bearer {access}"));
+    match body {
+        Some(b) => event["body"] = json!(b.to_string()),
+        None => {
+            event.as_object_mut().unwrap().remove("body");
+        }
+    }
+    let mut context = lambda_http::Context::default();
+    let now = foodsave_auth::ports::Clock::now(&foodsave_auth::clock::SystemClock).as_millis();
+    context.deadline = now + 10_000;
+    foodsave_auth::http::event::request_from_json(&event.to_string())
+        .unwrap()
+        .with_lambda_context(context)
+}
+
+pub fn access_of(answer: &Answer) -> String {
+    answer.body["accessToken"].as_str().unwrap().to_owned()
+}
+
+pub fn sid_of(answer: &Answer) -> String {
+    let payload = access_of(answer).split('.').nth(1).unwrap().to_owned();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
 }

@@ -16,6 +16,7 @@ use foodsave_auth::api::sessions::Sessions;
 use foodsave_auth::api::token_refresh::TokenRefresh;
 use foodsave_auth::config::{AccountConfig, OtpConfig, TokenConfig};
 use foodsave_auth::devstack::fault_proxy::FaultProxy;
+use foodsave_auth::events::Events;
 use foodsave_auth::ports::Clock;
 use lambda_http::{Context, RequestExt};
 use serde_json::{Value, json};
@@ -39,6 +40,8 @@ pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
     let store = || DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), &stack.table);
     let env = stack.env(extra);
     let clock: Arc<dyn Clock> = stack.clock.clone();
+    // EVENT_BUS_NAME in `extra`: events go to the bus through the proxy too.
+    let events = || Events::from_env(&aws, &env).unwrap();
     let otp = OtpConfig::load(&env).unwrap();
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
     let secret = |parse: fn(&str) -> Result<AuthSecret, String>| {
@@ -59,18 +62,21 @@ pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
         TokenConfig::load(&env).unwrap(),
         AccountConfig::load(&env).unwrap(),
         clock.clone(),
-    );
+    )
+    .with_events(events());
     let refresh = TokenRefresh::new(
         store(),
         secret(AuthSecret::parse).await.unwrap(),
         TokenConfig::load(&env).unwrap(),
         clock.clone(),
-    );
+    )
+    .with_events(events());
     let logout = Logout::new(
         store(),
         secret(AuthSecret::parse_pepper_only).await.unwrap(),
         clock.clone(),
-    );
+    )
+    .with_events(events());
     let tokens = TokenConfig::load(&env).unwrap();
     let bearer = || async {
         let keys = SecretCache::load(
@@ -83,13 +89,14 @@ pub async fn proxied(stack: &Stack, extra: &[(&str, &str)]) -> Proxied {
         .unwrap();
         Bearer::new(keys, &tokens)
     };
-    let sessions = Sessions::new(store(), bearer().await, clock.clone());
+    let sessions = Sessions::new(store(), bearer().await, clock.clone()).with_events(events());
     let account_delete = AccountDelete::new(
         store(),
         bearer().await,
         AccountConfig::load(&env).unwrap(),
         clock,
-    );
+    )
+    .with_events(events());
     Proxied {
         proxy,
         send,

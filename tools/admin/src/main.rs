@@ -326,11 +326,15 @@ async fn run(invocation: Invocation) -> Result<(), Failure> {
     let table = table_name(&aws, invocation.stack.as_deref()).await?;
     let actor = actor(&aws, invocation.actor).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Its events are the functions' (CONTRACT §7): put when EVENT_BUS_NAME is set.
+    let events = foodsave_auth::events::Events::from_env(&aws, &foodsave_auth::config::ProcessEnv)
+        .map_err(|err| Failure::Usage(err.to_string()))?;
     let admin = Admin::new(
         DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
         Arc::clone(&clock),
         send_window_secs(),
-    );
+    )
+    .with_events(events);
     let phone = &invocation.phone;
     let audit = |event| Audit::new(event, AUDIT_FUNCTION).phone(phone).actor(&actor);
     match invocation.command {
