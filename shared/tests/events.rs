@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 /// What each event must produce, in the order they run (sends after the verifies that
 /// share nothing with them; the fourth send of one phone is the rate-limited one).
-const EXPECTED: [(&str, Outcome); 27] = [
+const EXPECTED: [(&str, Outcome); 28] = [
     ("otp-verify", Outcome::Status(200)),
     ("otp-verify-wrong-code", Outcome::Status(400)),
     ("otp-verify-expired-code", Outcome::Status(401)),
@@ -53,6 +53,7 @@ const EXPECTED: [(&str, Outcome); 27] = [
     ("jwks-not-found", Outcome::Status(404)),
     ("key-rotation", Outcome::Succeeds),
     ("key-rotation-revoke-unknown-kid", Outcome::Fails),
+    ("event-relay", Outcome::Relays),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,8 @@ enum Outcome {
     Status(u16),
     Succeeds,
     Fails,
+    /// The relay's report (its events were put by the functions themselves).
+    Relays,
 }
 
 async fn invoke(function: &str, event: Value, env: &[(String, String)]) -> (Posted, String) {
@@ -107,7 +110,11 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
     )
     .await;
 
-    let env = function_env(&table, &auth_secret, &jwks_secret);
+    // The functions put their events on a local bus, which a queue is subscribed to.
+    let bus = format!("auth-events-{suffix}");
+    let tap = devstack::create_event_tap(&aws, &bus).await.unwrap();
+    let mut env = function_env(&table, &auth_secret, &jwks_secret);
+    env.push(("EVENT_BUS_NAME".to_owned(), bus.clone()));
     let mut secrets_in_events: Vec<String> = vec!["123456".into(), "654321".into()];
     for event in ["token-refresh", "logout"] {
         secrets_in_events.push(body_field(&sample_event(event), "refreshToken"));
@@ -162,6 +169,10 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
             (Outcome::Succeeds, Posted::Response(payload)) => {
                 assert_eq!(payload["ok"], json!(true), "{name}")
             }
+            (Outcome::Relays, Posted::Response(report)) => {
+                assert_eq!(report["failed"], 0, "{name}: {report}");
+                assert_eq!(report["oldestPendingAgeSeconds"], 0, "{name}: {report}");
+            }
             (Outcome::Fails, Posted::Error(error)) => {
                 assert!(error["errorMessage"].is_string(), "{name}: {error}")
             }
@@ -186,6 +197,23 @@ async fn every_sample_event_runs_through_the_lambda_runtime_with_the_expected_ou
             !logs.contains("+77001234567"),
             "{name} logged a full phone number"
         );
+    }
+    // What the functions put on the bus (CONTRACT §7 "Events"): the sample logout, the
+    // revoked session and the deleted account at least; no phone, code or token.
+    let delivered = devstack::tapped_events(&aws, &tap).await.unwrap();
+    let kinds: Vec<&str> = delivered
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap())
+        .collect();
+    for kind in ["SessionsRevoked", "AccountDeleted"] {
+        assert!(kinds.contains(&kind), "{kind} not among {kinds:?}");
+    }
+    for event in &delivered {
+        let text = event.to_string();
+        assert!(!text.contains("+77001234567"), "{text}");
+        for secret in &secrets_in_events {
+            assert!(!text.contains(secret.as_str()), "{text}");
+        }
     }
 }
 

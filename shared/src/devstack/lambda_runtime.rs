@@ -39,7 +39,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const INIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// The function packages, each building a binary of the same name.
-pub const FUNCTIONS: [&str; 8] = [
+pub const FUNCTIONS: [&str; 9] = [
     "otp-send",
     "otp-verify",
     "token-refresh",
@@ -48,6 +48,7 @@ pub const FUNCTIONS: [&str; 8] = [
     "account-delete",
     "jwks",
     "key-rotation",
+    "event-relay",
 ];
 
 /// The function an `events/<function>[-<case>].json` file is for.

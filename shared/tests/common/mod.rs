@@ -93,6 +93,11 @@ pub fn random_phone() -> String {
 
 impl Stack {
     pub async fn new() -> Self {
+        Self::starting_at(SystemClock.now()).await
+    }
+
+    /// A stack whose manual clock (and the keys made with it) starts at `now`.
+    pub async fn starting_at(now: foodsave_auth::domain::UnixMillis) -> Self {
         let endpoint = devstack::endpoint_url().expect("run the tests through `make test`");
         let aws = devstack::sdk_config().await;
         let ddb = aws_sdk_dynamodb::Client::new(&aws);
@@ -102,7 +107,7 @@ impl Stack {
         devstack::create_table(&ddb, &table).await.unwrap();
         let secret_id = format!("auth-test-{suffix}");
         let jwks_secret_id = format!("jwks-test-{suffix}");
-        let clock = Arc::new(ManualClock::at(SystemClock.now()));
+        let clock = Arc::new(ManualClock::at(now));
         let rotation = devstack::create_secrets(&sm, &secret_id, &jwks_secret_id, clock.clone())
             .await
             .unwrap();
@@ -390,7 +395,9 @@ impl Answer {
 }
 
 pub async fn call<E: Endpoint>(endpoint: &E, request: Request) -> Answer {
-    let response = endpoint.handle(request).await;
+    // Boxed: a test that makes many calls would otherwise hold every endpoint's future
+    // inline in its own, past a test thread's stack in a debug build.
+    let response = Box::pin(endpoint.handle(request)).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = match response.body() {
