@@ -70,6 +70,7 @@ fmt: ## Format the code
 
 .PHONY: dev
 dev: ## Run the API on http://127.0.0.1:3000/api/v1/auth (docs: /api/v1/auth/docs) over a local AWS stack (Ctrl-C stops both)
+	cargo build --locked -p event-relay
 	local/with-stack.sh cargo run --locked -p local-api
 
 .PHONY: start-api

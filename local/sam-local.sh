@@ -157,9 +157,10 @@ fi
 issuer="http://127.0.0.1:$port/api/v1/auth"
 "$sam_py" "$here/sam_local.py" create-table "$table"
 "$sam_py" "$here/sam_local.py" create-secrets "$auth_secret" "$jwks_secret"
+"$sam_py" "$here/sam_local.py" create-event-bus "$table"
 "$sam_py" "$here/sam_local.py" env-vars "$state/env.json" \
   "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL" "TABLE_NAME=$table" "AUTH_SECRET_ID=$auth_secret" \
-  "JWKS_SECRET_ID=$jwks_secret" "JWT_ISSUER=$issuer"
+  "JWKS_SECRET_ID=$jwks_secret" "JWT_ISSUER=$issuer" "EVENT_BUS_NAME=$table"
 sam_args=(-t "$SAM_LOCAL_TEMPLATE" --env-vars "$state/env.json" --skip-pull-image
   --parameter-overrides "Architecture=$arch")
 
@@ -180,7 +181,7 @@ done
 if [ "$mode" = invoke ]; then
   event=$1
   function=
-  for f in otp-send otp-verify token-refresh logout sessions account-delete jwks key-rotation; do
+  for f in otp-send otp-verify token-refresh logout sessions account-delete jwks key-rotation event-relay; do
     case "$event" in "$f" | "$f"-*) [ ${#f} -gt ${#function} ] && function=$f ;; esac
   done
   if [ ! -f "events/$event.json" ] || [ -z "$function" ]; then

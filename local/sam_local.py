@@ -9,6 +9,7 @@ exports (moto on the Docker bridge's host address).
   create-table NAME         the template's one DynamoDB table, with its TTL
   create-secrets AUTH JWKS  the JWKS secret with an empty set, the auth secret empty (the
                             rotation function's four steps then fill both)
+  create-event-bus NAME     an EventBridge bus for the account and session events
   env-vars OUT K=V...       a --env-vars file: {"Parameters": {K: V, ...}} (every function)
   sms [--follow]            the SMS moto has "delivered" (GET /moto-api/data.json), as
                             `SMS to <phone>: <text>`; --follow prints new ones until stopped
@@ -79,6 +80,12 @@ def create_secrets(auth: str, jwks: str) -> None:
     sm.create_secret(Name=auth)
 
 
+def create_event_bus(name: str) -> None:
+    import boto3
+
+    boto3.client("events").create_event_bus(Name=name)
+
+
 def env_vars(out: str, pairs: list) -> None:
     values = dict(p.split("=", 1) for p in pairs)
     with open(out, "w", encoding="utf-8") as f:
@@ -121,6 +128,8 @@ def main(argv: list) -> int:
         create_table(args[0])
     elif command == "create-secrets" and len(args) == 2:
         create_secrets(*args)
+    elif command == "create-event-bus" and len(args) == 1:
+        create_event_bus(args[0])
     elif command == "env-vars" and args:
         env_vars(args[0], args[1:])
     elif command == "sms" and args in ([], ["--follow"]):

@@ -5,6 +5,10 @@
 //! `/api/v1/auth/openapi.yaml` is the committed OpenAPI document, `/api/v1/auth/docs`
 //! shows it in Swagger UI (`docs.rs`).
 //!
+//! The functions put their account and session events (CONTRACT §7) on a local bus, and a
+//! queue subscribed to it shows each one on the console; the event relay runs every
+//! minute as its schedule would, its binary under the Lambda Runtime API.
+//!
 //! `local-api --invoke events/<name>.json` instead runs that one event through its
 //! function's binary and the Lambda Runtime API, the Docker-free counterpart of
 //! `sam local invoke -e events/<name>.json <Function>`.
@@ -53,6 +57,9 @@ struct Gateway {
     jwks: Jwks,
     endpoint_url: String,
     sms_seen: Mutex<usize>,
+    aws: aws_config::SdkConfig,
+    /// The queue subscribed to the event bus.
+    tap: String,
 }
 
 #[tokio::main]
@@ -87,6 +94,11 @@ async fn main() -> Result<(), BoxError> {
         .or_insert_with(|| JWKS_SECRET.into());
     vars.entry("JWT_ISSUER".into())
         .or_insert_with(|| base.clone());
+    let bus = vars
+        .entry("EVENT_BUS_NAME".into())
+        .or_insert_with(|| TABLE.into())
+        .clone();
+    let tap = devstack::create_event_tap(&aws, &bus).await?;
 
     if let [flag, event_file] = args.as_slice()
         && flag == "--invoke"
@@ -96,6 +108,7 @@ async fn main() -> Result<(), BoxError> {
     if !args.is_empty() {
         return Err("usage: local-api [--invoke events/<name>.json]".into());
     }
+    let relay_env = function_env(&vars);
     let env = move |name: &str| vars.get(name).cloned();
 
     let gateway = Arc::new(Gateway {
@@ -108,7 +121,10 @@ async fn main() -> Result<(), BoxError> {
         jwks: Jwks::init(&aws, &env, clock).await?,
         endpoint_url,
         sms_seen: Mutex::new(0),
+        aws: aws.clone(),
+        tap,
     });
+    tokio::spawn(relay_every_minute(relay_env));
 
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("FoodSave Auth local API on {base}");
@@ -154,7 +170,10 @@ async fn main() -> Result<(), BoxError> {
         println!("{}", line.trim_end());
     }
     println!("  a click-through page:     http://127.0.0.1:{port}/");
-    println!("SMS texts appear here. Ctrl-C stops the API and the local AWS stack.");
+    println!(
+        "SMS texts and the events put on the bus ({bus}) appear here; the event relay runs every minute."
+    );
+    println!("Ctrl-C stops the API and the local AWS stack.");
 
     loop {
         let (stream, _) = tokio::select! {
@@ -191,15 +210,7 @@ async fn invoke_event(
     let function =
         function_of(name).ok_or_else(|| format!("{name}: no function is named by this file"))?;
     let event: Value = serde_json::from_str(&std::fs::read_to_string(event_file)?)?;
-    let env: Vec<(String, String)> = [
-        "TABLE_NAME",
-        "AUTH_SECRET_ID",
-        "JWKS_SECRET_ID",
-        "JWT_ISSUER",
-    ]
-    .iter()
-    .filter_map(|k| vars.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-    .collect();
+    let env = function_env(vars);
     eprintln!("invoking {function} with {event_file} through the Lambda Runtime API");
     let invocation = invoke(&function_binary(function)?, event, &env).await?;
     eprint!("{}", invocation.logs);
@@ -220,6 +231,50 @@ async fn invoke_event(
             invocation.handle.as_secs_f64()
         )
         .into()),
+    }
+}
+
+/// What a function binary is given, as the template's environment would give it.
+fn function_env(vars: &HashMap<String, String>) -> Vec<(String, String)> {
+    [
+        "TABLE_NAME",
+        "AUTH_SECRET_ID",
+        "JWKS_SECRET_ID",
+        "JWT_ISSUER",
+        "EVENT_BUS_NAME",
+    ]
+    .iter()
+    .filter_map(|k| vars.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+    .collect()
+}
+
+/// `functions/event-relay` on its schedule (every minute, `template.yaml`), its binary
+/// under the Lambda Runtime API; a run that delivered or failed something is printed.
+async fn relay_every_minute(env: Vec<(String, String)>) {
+    use foodsave_auth::devstack::lambda_runtime::{Posted, function_binary, invoke};
+    let binary = match function_binary("event-relay") {
+        Ok(binary) => binary,
+        Err(err) => {
+            println!("event relay not running ({err}): cargo build -p event-relay");
+            return;
+        }
+    };
+    let tick = json!({ "detail-type": "Scheduled Event", "source": "aws.events", "detail": {} });
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match invoke(&binary, tick.clone(), &env)
+            .await
+            .map(|run| run.posted)
+        {
+            Ok(Posted::Response(report)) if report["delivered"] != 0 || report["failed"] != 0 => {
+                println!("event relay: {report}");
+            }
+            Ok(Posted::Response(_)) => {}
+            Ok(other) => println!("event relay: {other:?}"),
+            Err(err) => println!("event relay could not run: {err}"),
+        }
     }
 }
 
@@ -268,7 +323,22 @@ impl Gateway {
         if path.ends_with("/otp/send") {
             self.print_new_sms().await;
         }
+        self.print_new_events().await;
         to_hyper(response)
+    }
+
+    /// The events the bus delivered to the tap queue since the last look.
+    async fn print_new_events(&self) {
+        let Ok(events) = devstack::tapped_events(&self.aws, &self.tap).await else {
+            return;
+        };
+        for event in events {
+            println!(
+                "event {}: {}",
+                event["detail-type"].as_str().unwrap_or("?"),
+                event["detail"]
+            );
+        }
     }
 
     async fn print_new_sms(&self) {
