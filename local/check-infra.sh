@@ -15,6 +15,18 @@ echo "== sam validate --lint"
 sam validate --lint
 echo "== cfn-lint"
 cfn-lint template.yaml
+echo "== docs/examples/consumer.yaml (the snippets of docs/integration.md)"
+sam validate --lint -t docs/examples/consumer.yaml
+"$root/.venv-sam/bin/python" - <<'PY'
+import re, sys
+doc = open("docs/integration.md", encoding="utf-8").read()
+example = open("docs/examples/consumer.yaml", encoding="utf-8").read()
+blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+stale = [b for b in blocks if b not in example]
+if not blocks or stale:
+    sys.exit("docs/integration.md: a yaml snippet is not in docs/examples/consumer.yaml:\n" + "".join(stale))
+print(f"{len(blocks)} snippets of docs/integration.md are in docs/examples/consumer.yaml")
+PY
 echo "== checkov"
 # --skip-download: the checks ship with checkov; without it, it asks Prisma Cloud for
 # guideline links first (a traceback on machines without internet access).

@@ -43,15 +43,20 @@
 //! limit), refresh 1 (conditional update), logout 1 (conditional update; 2 with a token
 //! the chain has rotated past; scopes `others` and `all`: Query, transaction), the
 //! session list 1 (Query), a session's revocation 2 (Query, update), an account's
-//! deletion 2 (Query, transaction). Refresh and scope `session` logout never use a
-//! transaction.
+//! deletion 2 (Query, transaction). Without events, refresh and scope `session` logout
+//! never use a transaction.
 //! A send past a spent global budget: at most 3 (see `domain::global_budget`).
 //!
 //! With `EVENT_BUS_NAME` set (CONTRACT §7 "Events"), a write that makes an event also
 //! puts the event's item (`EVENTS`, keyed by time, so the relay reads the oldest first)
-//! in the same request: a single-item revocation becomes a two-item transaction, the
-//! others gain one item. Once the bus has taken them the function deletes the item (one
-//! more request); while the bus fails, the item stays for `functions/event-relay`.
+//! in the same request: a single-item revocation (scope `session` logout, a revocation
+//! on refresh-token reuse, `/sessions/revoke`) becomes a two-item transaction, the
+//! transactions gain one item. Once the bus has taken the events the function deletes
+//! the item: one more request (an account's first verify 3, a logout 2, a deletion 3;
+//! measured in `shared/tests/account_events.rs`); while the bus fails, the item stays
+//! for `functions/event-relay` and the request costs what it did without events. Paths
+//! that make no event (send, a returning login within the limit, refresh, the list)
+//! cost the same with events on.
 //! User items carry no TTL: a user's `sub` must never change.
 
 use std::collections::HashMap;
