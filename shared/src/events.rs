@@ -195,11 +195,10 @@ impl Relay {
                 };
                 let mut results = accepted.into_iter();
                 let mut refused = false;
-                for (stored, entries) in batch {
-                    let ok = entries
-                        .iter()
-                        .map(|_| results.next().unwrap_or(false))
-                        .fold(true, |all, one| all && one);
+                for (stored, entries) in batch.iter().copied() {
+                    // This item's answers, taken whether or not an earlier one failed.
+                    let answers: Vec<bool> = results.by_ref().take(entries.len()).collect();
+                    let ok = answers.len() == entries.len() && answers.iter().all(|a| *a);
                     if ok {
                         bound(budget, self.store.delete_events(&stored.key)).await?;
                         report.delivered += entries.len();
@@ -229,20 +228,21 @@ impl Relay {
 }
 
 /// Consecutive stored items whose events fit one put (at most ten events).
-fn batches(stored: &[(StoredEvents, Vec<Entry>)]) -> Vec<&[(StoredEvents, Vec<Entry>)]> {
-    let mut batches = Vec::new();
-    let mut first = 0;
+fn batches(stored: &[(StoredEvents, Vec<Entry>)]) -> Vec<Vec<&(StoredEvents, Vec<Entry>)>> {
+    let mut batches: Vec<Vec<&(StoredEvents, Vec<Entry>)>> = Vec::new();
     let mut count = 0;
-    for (i, (_, entries)) in stored.iter().enumerate() {
-        if count > 0 && count + entries.len() > MAX_ENTRIES_PER_PUT {
-            batches.push(&stored[first..i]);
-            first = i;
-            count = 0;
+    for item in stored {
+        let size = item.1.len();
+        match batches.last_mut() {
+            Some(batch) if count + size <= MAX_ENTRIES_PER_PUT => {
+                batch.push(item);
+                count += size;
+            }
+            _ => {
+                batches.push(vec![item]);
+                count = size;
+            }
         }
-        count += entries.len();
-    }
-    if first < stored.len() {
-        batches.push(&stored[first..]);
     }
     batches
 }

@@ -205,6 +205,24 @@ async fn every_change_puts_its_event_with_exactly_the_contract_detail() {
     )
     .await;
 
+    // Logout with a token the chain has rotated past (CONTRACT §4): the first
+    // transaction's failed condition returns the session, which decides the second.
+    let (older, _) = app.login(&stack, &phone).await;
+    let newer = post(&app.refresh, "token-refresh", &refresh_of(&older)).await;
+    assert_eq!(newer.status, 200);
+    stack.round_trips.take();
+    let out = post(&app.logout, "logout", &refresh_of(&older)).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(stack.round_trips.take(), 3);
+    bus.expect(
+        &stack,
+        &[(
+            "SessionsRevoked",
+            json!({ "sub": sub, "sessionIds": [sid_of(&older)], "reason": "logout" }),
+        )],
+    )
+    .await;
+
     // The limit (3): the fourth live session evicts the least recently used (the first).
     let (third, _) = app.login(&stack, &phone).await;
     let (fourth, _) = app.login(&stack, &phone).await;
@@ -477,7 +495,7 @@ fn relay(stack: &Stack, bus: &Bus, aws: &aws_config::SdkConfig) -> Relay {
 
 /// The ids of the stored events, in the relay's order.
 async fn stored_ids(stack: &Stack) -> Vec<String> {
-    let mut items = stored(&stack).await;
+    let mut items = stored(stack).await;
     items.sort_by_key(|i| format!("{:?}", i["sk"]));
     items
         .iter()

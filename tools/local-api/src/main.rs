@@ -268,7 +268,10 @@ async fn relay_every_minute(env: Vec<(String, String)>) {
             .await
             .map(|run| run.posted)
         {
-            Ok(Posted::Response(report)) if report["delivered"] != 0 || report["failed"] != 0 => {
+            Ok(Posted::Response(report))
+                if report.get("delivered") != Some(&json!(0))
+                    || report.get("failed") != Some(&json!(0)) =>
+            {
                 println!("event relay: {report}");
             }
             Ok(Posted::Response(_)) => {}
@@ -333,11 +336,12 @@ impl Gateway {
             return;
         };
         for event in events {
-            println!(
-                "event {}: {}",
-                event["detail-type"].as_str().unwrap_or("?"),
-                event["detail"]
-            );
+            let kind = event
+                .get("detail-type")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let detail = event.get("detail").cloned().unwrap_or(Value::Null);
+            println!("event {kind}: {detail}");
         }
     }
 
