@@ -81,13 +81,15 @@ async fn erase_round(
     // Every session item goes, live ones first; what does not fit one transaction (with
     // the account item, the phone's two items and the events item) is already dead
     // (revoked or expired) and leaves with its TTL.
-    let mut delete = live.clone();
+    // A live one only while still not revoked: a logout in between is a lost race, so
+    // that the deletion's `SessionsRevoked` names only sessions it ended.
+    let mut delete: Vec<(SessionId, bool)> = live.iter().map(|s| (s.clone(), true)).collect();
     delete.extend(
         account
             .sessions
             .iter()
             .filter(|s| !live.contains(&s.id))
-            .map(|s| s.id.clone()),
+            .map(|s| (s.id.clone(), false)),
     );
     delete.truncate(MAX_TRANSACTION_ITEMS - 4);
     let pending = Events::stage(

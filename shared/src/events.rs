@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::adapters::DynamoDbStore;
 use crate::adapters::dynamodb::StoredEvents;
-use crate::adapters::eventbridge::{EventBus, MAX_ENTRIES_PER_PUT};
+use crate::adapters::eventbridge::{EventBus, MAX_ENTRIES_PER_PUT, is_transient};
 use crate::budget::Budget;
 use crate::config::{ConfigError, Env};
 use crate::domain::events::{Change, Entry, Pending};
@@ -42,6 +42,10 @@ pub const RELAY_GRACE_SECS: u64 = 30;
 
 /// Stored events read per page by the relay.
 const RELAY_PAGE: i32 = 50;
+
+/// Time the relay keeps back from its deadline: one more put and the closing read of
+/// the oldest kept event, so a run that has more to do ends with its report.
+const RELAY_RESERVE: Duration = Duration::from_secs(5);
 
 /// The bus, for a function whose changes make events.
 #[derive(Debug, Clone)]
@@ -84,8 +88,8 @@ impl Events {
         let put: Vec<(UnixMillis, &Entry)> = entries.iter().map(|e| (pending.at, e)).collect();
         let ids = pending.ids().join(",");
         let wait = PUT_WAIT.min(budget.remaining());
-        let failed = match tokio::time::timeout(wait, self.bus.put(&put)).await {
-            Ok(Ok(accepted)) => accepted.iter().filter(|ok| !**ok).count(),
+        let refused: Vec<String> = match tokio::time::timeout(wait, self.bus.put(&put)).await {
+            Ok(Ok(answers)) => answers.into_iter().filter_map(Result::err).collect(),
             Ok(Err(err)) => {
                 tracing::warn!(events = %ids, error = %err, "event put failed; kept for the relay");
                 return;
@@ -95,8 +99,12 @@ impl Events {
                 return;
             }
         };
-        if failed > 0 {
-            tracing::warn!(events = %ids, failed, "the bus refused events; kept for the relay");
+        if !refused.is_empty() {
+            tracing::warn!(
+                events = %ids,
+                codes = %refused.join(","),
+                "the bus refused events; kept for the relay"
+            );
             return;
         }
         let wait = PUT_WAIT.min(budget.remaining());
@@ -147,9 +155,10 @@ impl Relay {
 
     /// One run: put what is stored (older than [`RELAY_GRACE_SECS`]), oldest first, up to
     /// ten at a time; delete each item whose events the bus took; stop at the first put
-    /// that fails (the next run starts again from the oldest). A store failure is an
-    /// error (the invocation fails and Lambda's `Errors` metric counts it); a bus
-    /// failure is in the report.
+    /// that fails or is refused for a passing reason (the next run starts again from the
+    /// oldest), or when the run's time is nearly up. A store failure is an error (the
+    /// invocation fails and Lambda's `Errors` metric counts it); a bus failure is in the
+    /// report.
     pub async fn run(&self, budget: &Budget) -> Result<RelayReport, StoreError> {
         let now = self.clock.now();
         let before = UnixMillis(
@@ -158,7 +167,7 @@ impl Relay {
         );
         let mut report = RelayReport::default();
         let mut start = None;
-        'pages: loop {
+        'pages: while budget.remaining() > RELAY_RESERVE {
             let (page, next) = bound(
                 budget,
                 self.store.stored_events(before, start.take(), RELAY_PAGE),
@@ -167,7 +176,9 @@ impl Relay {
             let mut readable = Vec::new();
             for mut stored in page {
                 match stored.entries.take() {
-                    Some(entries) if !entries.is_empty() => readable.push((stored, entries)),
+                    Some(entries) if !entries.is_empty() && entries.len() <= MAX_ENTRIES_PER_PUT => {
+                        readable.push((stored, entries))
+                    }
                     _ => {
                         tracing::error!(key = %stored.key, "stored events not readable; left in place");
                         report.unreadable += 1;
@@ -175,13 +186,17 @@ impl Relay {
                 }
             }
             for batch in batches(&readable) {
+                // Out of time: what is left waits for the next run.
+                if budget.remaining() <= RELAY_RESERVE {
+                    break 'pages;
+                }
                 let put: Vec<(UnixMillis, &Entry)> = batch
                     .iter()
                     .flat_map(|(stored, entries)| entries.iter().map(|e| (stored.at, e)))
                     .collect();
                 let wait = PUT_WAIT.min(budget.remaining());
-                let accepted = match tokio::time::timeout(wait, self.bus.put(&put)).await {
-                    Ok(Ok(accepted)) => accepted,
+                let answers = match tokio::time::timeout(wait, self.bus.put(&put)).await {
+                    Ok(Ok(answers)) => answers,
                     Ok(Err(err)) => {
                         tracing::warn!(error = %err, "event put failed");
                         report.failed += put.len();
@@ -193,30 +208,41 @@ impl Relay {
                         break 'pages;
                     }
                 };
-                let mut results = accepted.into_iter();
-                let mut refused = false;
+                let mut answers = answers.into_iter();
+                let mut busy = false;
                 for (stored, entries) in batch.iter().copied() {
                     // This item's answers, taken whether or not an earlier one failed.
-                    let answers: Vec<bool> = results.by_ref().take(entries.len()).collect();
-                    let ok = answers.len() == entries.len() && answers.iter().all(|a| *a);
-                    if ok {
+                    let mine: Vec<Result<(), String>> =
+                        answers.by_ref().take(entries.len()).collect();
+                    let refused: Vec<&str> = mine
+                        .iter()
+                        .filter_map(|a| a.as_ref().err().map(String::as_str))
+                        .collect();
+                    if mine.len() == entries.len() && refused.is_empty() {
                         bound(budget, self.store.delete_events(&stored.key)).await?;
                         report.delivered += entries.len();
                         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
                         tracing::info!(events = %ids.join(","), "events relayed");
                     } else {
                         report.failed += entries.len();
-                        refused = true;
+                        busy |= refused.is_empty() || refused.iter().any(|c| is_transient(c));
+                        tracing::warn!(
+                            key = %stored.key,
+                            codes = %refused.join(","),
+                            "the bus refused events; kept"
+                        );
                     }
                 }
-                if refused {
-                    tracing::warn!("the bus refused events");
+                // A busy or failing bus: stop, the next run starts again from the oldest.
+                // A refusal that will not change (a malformed or unauthorised entry) is
+                // kept for an operator and does not hold back the events behind it.
+                if busy {
                     break 'pages;
                 }
             }
             match next {
-                Some(next) if budget.remaining() > PUT_WAIT => start = Some(next),
-                _ => break,
+                Some(next) => start = Some(next),
+                None => break,
             }
         }
         let oldest = bound(budget, self.store.oldest_events()).await?;

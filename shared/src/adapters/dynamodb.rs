@@ -439,7 +439,8 @@ impl DynamoDbStore {
     /// `session.sub` (new, or still at the version `account` read, so that no deletion or
     /// other login came in between), create the session with its first refresh token,
     /// and revoke `account.evict` (the least recently used sessions past
-    /// `MAX_SESSIONS_PER_ACCOUNT`, CONTRACT §7). Of concurrent verifies of one code exactly
+    /// `MAX_SESSIONS_PER_ACCOUNT`, CONTRACT §7) while they are still not revoked (so its
+    /// `SessionsRevoked` names only sessions this login ended), with `events`. Of concurrent verifies of one code exactly
     /// one commits. A repeat of a login that was applied (its answer lost, the SDK's retry
     /// refused: ClientRequestToken makes that retry idempotent on AWS for 10 minutes, not
     /// on every endpoint) finds its own session, whose id is random and this login's
@@ -524,7 +525,7 @@ impl DynamoDbStore {
         for sid in &account.evict {
             request = request.transact_items(
                 TransactWriteItem::builder()
-                    .update(self.revocation(sid, now, session.id.as_str(), false)?)
+                    .update(self.revocation(sid, now, session.id.as_str())?)
                     .build(),
             );
         }
@@ -540,30 +541,19 @@ impl DynamoDbStore {
         }
     }
 
-    /// The update that revokes a session in a transaction, tagged `write_id`. With
-    /// `only_live`, conditioned on the session being there and not revoked (a lost race
-    /// otherwise); without, only on its being there, keeping an earlier revocation's
-    /// time and tag (so that the write that made it still recognises itself).
+    /// The update that revokes a session in a transaction, tagged `write_id`,
+    /// conditioned on the session being there and not revoked (a lost race otherwise).
     fn revocation(
         &self,
         sid: &SessionId,
         now: UnixMillis,
         write_id: &str,
-        only_live: bool,
     ) -> Result<Update, StoreError> {
-        let condition = if only_live {
-            "attribute_exists(pk) AND attribute_not_exists(revokedAt)"
-        } else {
-            "attribute_exists(pk)"
-        };
         Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
-            .update_expression(
-                "SET revokedAt = if_not_exists(revokedAt, :now), \
-                 revokedBy = if_not_exists(revokedBy, :wid)",
-            )
-            .condition_expression(condition)
+            .update_expression("SET revokedAt = :now, revokedBy = :wid")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(revokedAt)")
             .expression_attribute_values(":now", n(now.as_millis()))
             .expression_attribute_values(":wid", s(write_id))
             .build()
@@ -594,7 +584,7 @@ impl DynamoDbStore {
         for sid in sids {
             request = request.transact_items(
                 TransactWriteItem::builder()
-                    .update(self.revocation(sid, now, write_id, true)?)
+                    .update(self.revocation(sid, now, write_id)?)
                     .build(),
             );
         }
@@ -622,7 +612,9 @@ impl DynamoDbStore {
 
     /// Erase an account (CONTRACT §7) in one transaction: its account item (still at
     /// `account.version`), the phone's mapping to it, its sessions `delete` (at most
-    /// [`MAX_TRANSACTION_ITEMS`] − 4), the item of its `events`, and the phone's OTP item as `otp` expects it: its
+    /// [`MAX_TRANSACTION_ITEMS`] − 4; those marked live only while still not revoked, so
+    /// that its `SessionsRevoked` names only sessions it ended), the item of its
+    /// `events`, and the phone's OTP item as `otp` expects it: its
     /// active code and `Idempotency-Key` cleared and its version bumped (the send window,
     /// guess count and a block stay), or checked absent. Either way the transaction
     /// holds the OTP item, so a login that read the code before fails and reads again.
@@ -635,7 +627,7 @@ impl DynamoDbStore {
         account: &Account,
         phone: &PhoneNumber,
         version: u64,
-        delete: &[SessionId],
+        delete: &[(SessionId, bool)],
         otp: OtpItem,
         events: Option<&Pending>,
     ) -> Result<Deletion, StoreError> {
@@ -644,12 +636,16 @@ impl DynamoDbStore {
                 "too many sessions for one transaction".into(),
             ));
         }
-        let delete_item = |key: Item| -> Result<TransactWriteItem, StoreError> {
+        let delete_item = |key: Item, live: bool| -> Result<TransactWriteItem, StoreError> {
             let delete = aws_sdk_dynamodb::types::Delete::builder()
                 .table_name(&self.table)
-                .set_key(Some(key))
-                .build()
-                .map_err(|e| StoreError::Other(e.into()))?;
+                .set_key(Some(key));
+            let delete = if live {
+                delete.condition_expression("attribute_not_exists(revokedAt)")
+            } else {
+                delete
+            };
+            let delete = delete.build().map_err(|e| StoreError::Other(e.into()))?;
             Ok(TransactWriteItem::builder().delete(delete).build())
         };
         let account_delete = aws_sdk_dynamodb::types::Delete::builder()
@@ -700,8 +696,8 @@ impl DynamoDbStore {
                 .build(),
         };
         request = request.transact_items(otp_write);
-        for sid in delete {
-            request = request.transact_items(delete_item(session_key(sid))?);
+        for (sid, live) in delete {
+            request = request.transact_items(delete_item(session_key(sid), *live)?);
         }
         if let Some(events) = events {
             request = request.transact_items(self.events_put(events)?);

@@ -37,9 +37,18 @@ impl EventBus {
     }
 
     /// Put up to [`MAX_ENTRIES_PER_PUT`] events, each with the time of its change. One
-    /// request; answers, per entry in order, whether the bus took it (`FailedEntryCount`
-    /// > 0 leaves some `false`).
-    pub async fn put(&self, entries: &[(UnixMillis, &Entry)]) -> Result<Vec<bool>, PutFailed> {
+    /// request; answers, per entry in order, whether the bus took it or the error code
+    /// it refused it with (`FailedEntryCount` > 0).
+    pub async fn put(
+        &self,
+        entries: &[(UnixMillis, &Entry)],
+    ) -> Result<Vec<Result<(), String>>, PutFailed> {
+        if entries.len() > MAX_ENTRIES_PER_PUT {
+            return Err(PutFailed(format!(
+                "{} entries in one put (at most {MAX_ENTRIES_PER_PUT})",
+                entries.len()
+            )));
+        }
         let mut request = self.client.put_events();
         for (at, entry) in entries {
             request = request.entries(
@@ -57,13 +66,23 @@ impl EventBus {
         let out = request.send().await.map_err(put_failed)?;
         let results = out.entries();
         Ok((0..entries.len())
-            .map(|i| {
-                results
-                    .get(i)
-                    .is_some_and(|r| r.error_code().is_none() && r.event_id().is_some())
+            .map(|i| match results.get(i) {
+                Some(r) if r.error_code().is_none() && r.event_id().is_some() => Ok(()),
+                Some(r) => Err(r.error_code().unwrap_or("no event id").to_owned()),
+                None => Err("no answer for the entry".to_owned()),
             })
             .collect())
     }
+}
+
+/// Entry error codes that a later put may not meet again (the bus was busy or failing);
+/// any other (`InvalidArgument`, `MalformedDetail`, an authorization error) is the same
+/// every time until someone changes the bus, its policy or the roles.
+pub fn is_transient(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException" | "InternalFailure" | "InternalException" | "ServiceUnavailable"
+    )
 }
 
 fn put_failed<E>(err: SdkError<E>) -> PutFailed

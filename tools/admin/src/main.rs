@@ -42,8 +42,9 @@ commands:
 PHONE is +7 followed by 10 digits. `foodsave-auth-admin COMMAND --help` explains one.
 
 options:
-  --stack NAME   find the table in the outputs of CloudFormation stack NAME
-                 (default: the TABLE_NAME environment variable)
+  --stack NAME   find the table and the event bus in the outputs of CloudFormation
+                 stack NAME (default: the TABLE_NAME and EVENT_BUS_NAME environment
+                 variables; without a bus, no events are put)
   --actor NAME   who is acting, for the audit line (default: the AWS caller identity)
   --help         this text
   --version      the version
@@ -262,13 +263,22 @@ async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// The table: the `TableName` output of `--stack`, else `TABLE_NAME`.
-async fn table_name(aws: &aws_config::SdkConfig, stack: Option<&str>) -> Result<String, Failure> {
+/// Where the functions' state lives: the table, and the event bus (`None`: no events).
+struct Stack {
+    table: String,
+    event_bus: Option<String>,
+}
+
+/// The `TableName` and `EventBusName` outputs of `--stack`, else `TABLE_NAME` and
+/// `EVENT_BUS_NAME` (the bus also when the stack has no such output).
+async fn stack(aws: &aws_config::SdkConfig, stack: Option<&str>) -> Result<Stack, Failure> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let Some(stack) = stack else {
-        return std::env::var("TABLE_NAME")
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| Failure::Usage("set TABLE_NAME or pass --stack NAME".into()));
+        return Ok(Stack {
+            table: env("TABLE_NAME")
+                .ok_or_else(|| Failure::Usage("set TABLE_NAME or pass --stack NAME".into()))?,
+            event_bus: env("EVENT_BUS_NAME"),
+        });
     };
     let described = aws_sdk_cloudformation::Client::new(aws)
         .describe_stacks()
@@ -281,14 +291,20 @@ async fn table_name(aws: &aws_config::SdkConfig, stack: Option<&str>) -> Result<
                 aws_sdk_cloudformation::error::DisplayErrorContext(&err)
             ))
         })?;
-    described
-        .stacks()
-        .iter()
-        .flat_map(|s| s.outputs())
-        .find(|o| o.output_key() == Some("TableName"))
-        .and_then(|o| o.output_value())
-        .map(str::to_owned)
-        .ok_or_else(|| Failure::Aws(format!("stack {stack} has no TableName output")))
+    let output = |key: &str| {
+        described
+            .stacks()
+            .iter()
+            .flat_map(|s| s.outputs())
+            .find(|o| o.output_key() == Some(key))
+            .and_then(|o| o.output_value())
+            .map(str::to_owned)
+    };
+    Ok(Stack {
+        table: output("TableName")
+            .ok_or_else(|| Failure::Aws(format!("stack {stack} has no TableName output")))?,
+        event_bus: output("EventBusName").or_else(|| env("EVENT_BUS_NAME")),
+    })
 }
 
 /// Who is acting: `--actor`, else the ARN of the AWS caller identity.
@@ -323,11 +339,13 @@ fn send_window_secs() -> u64 {
 
 async fn run(invocation: Invocation) -> Result<(), Failure> {
     let aws = sdk_config().await;
-    let table = table_name(&aws, invocation.stack.as_deref()).await?;
+    let Stack { table, event_bus } = stack(&aws, invocation.stack.as_deref()).await?;
     let actor = actor(&aws, invocation.actor).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // Its events are the functions' (CONTRACT §7): put when EVENT_BUS_NAME is set.
-    let events = foodsave_auth::events::Events::from_env(&aws, &foodsave_auth::config::ProcessEnv)
+    // Its events are the functions' (CONTRACT §7): put on the stack's bus (none without one:
+    // docs/operations.md says to give it for a deployed stack).
+    let bus_env = |name: &str| (name == "EVENT_BUS_NAME").then(|| event_bus.clone()).flatten();
+    let events = foodsave_auth::events::Events::from_env(&aws, &bus_env)
         .map_err(|err| Failure::Usage(err.to_string()))?;
     let admin = Admin::new(
         DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
