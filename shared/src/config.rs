@@ -267,6 +267,44 @@ impl SmsTemplate {
     pub fn render(&self, code: &str) -> String {
         self.0.replace("{code}", code)
     }
+
+    /// The text with a code in it is one SMS segment (CONTRACT §5 `SMS_ALLOW_MULTIPART`):
+    /// every extra segment is billed, and Android's SMS Retriever reads only one.
+    fn one_segment(&self, name: &'static str) -> Result<(), ConfigError> {
+        let shape = crate::domain::sms::shape(&self.render("000000"));
+        if shape.segments == 1 {
+            return Ok(());
+        }
+        let (single, unit) = match shape.encoding {
+            crate::domain::sms::Encoding::Gsm7 => (160, "septets"),
+            crate::domain::sms::Encoding::Ucs2 => (70, "characters"),
+        };
+        Err(ConfigError::Invalid {
+            name,
+            reason: format!(
+                "with its code the text is {} {unit} of {}, {} SMS segments (one holds {single}); \
+                 shorten it, or set SMS_ALLOW_MULTIPART=true to send it in parts",
+                shape.units,
+                shape.encoding.as_str(),
+                shape.segments,
+            ),
+        })
+    }
+}
+
+/// `SMS_ALLOW_MULTIPART` (CONTRACT §5): `true` or `false` (the default).
+fn allow_multipart(env: &dyn Env) -> Result<bool, ConfigError> {
+    match non_empty(env, "SMS_ALLOW_MULTIPART")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid {
+            name: "SMS_ALLOW_MULTIPART",
+            reason: "must be true or false".into(),
+        }),
+    }
 }
 
 /// The SMS text per language (CONTRACT §3b): `SMS_MESSAGE_KK`, `SMS_MESSAGE_RU`,
@@ -280,9 +318,13 @@ pub struct SmsMessages {
 
 impl SmsMessages {
     pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        let multipart = allow_multipart(env)?;
         let default = SmsTemplate::parse(
             non_empty(env, "SMS_MESSAGE").unwrap_or_else(|| "FoodSave code: {code}".into()),
         )?;
+        if !multipart {
+            default.one_segment("SMS_MESSAGE")?;
+        }
         let mut by_language = Vec::new();
         for (language, name) in [
             ("kk", "SMS_MESSAGE_KK"),
@@ -290,7 +332,11 @@ impl SmsMessages {
             ("en", "SMS_MESSAGE_EN"),
         ] {
             if let Some(raw) = non_empty(env, name) {
-                by_language.push((language, SmsTemplate::parse_named(raw, name)?));
+                let template = SmsTemplate::parse_named(raw, name)?;
+                if !multipart {
+                    template.one_segment(name)?;
+                }
+                by_language.push((language, template));
             }
         }
         Ok(Self {

@@ -571,6 +571,8 @@ async fn the_template_alarms_on_any_rotation_error_and_refuses_an_issuer_with_a_
     // CloudFormation matches the whole value (Java regex); Python's fullmatch agrees on
     // this syntax, and Python is on hand wherever the local stack runs.
     let cases = [
+        // Empty: the issuer follows from the stack (the domain or the API's own URL).
+        ("", true),
         ("https://api.foodsave.kz/api/v1/auth", true),
         ("https://auth.test.foodsave.kz/api/v1/auth", true),
         ("http://127.0.0.1:3000", true),

@@ -126,10 +126,15 @@ async fn the_window_slides_a_slot_free_after_the_configured_seconds() {
     assert_eq!(limited.status, 429);
     assert_eq!(limited.body["retryAfterSeconds"], 5);
     assert_eq!(limited.header("retry-after"), Some("5"));
-    // No Lambda context here, so no requestId: exactly the contract's keys.
+    // Exactly the contract's keys, and the request id API Gateway gave the request (the
+    // event's requestContext.requestId, the access log's $context.requestId).
     assert_eq!(
         limited.body.as_object().unwrap().keys().collect::<Vec<_>>(),
-        vec!["code", "message", "retryAfterSeconds"]
+        vec!["code", "message", "requestId", "retryAfterSeconds"]
+    );
+    assert_eq!(
+        limited.body["requestId"],
+        common::sample_event("otp-send")["requestContext"]["requestId"]
     );
     stack.clock.advance_secs(5);
     assert_eq!(post(&send, "otp-send", &body).await.status, 200);

@@ -8,6 +8,7 @@ pub mod otp;
 pub mod phone;
 pub mod session;
 pub mod slots;
+pub mod sms;
 pub mod source_ip;
 pub mod time;
 

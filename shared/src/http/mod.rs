@@ -137,11 +137,31 @@ pub fn json_response(status: StatusCode, body: &Value, cache: CachePolicy) -> Re
     response
 }
 
-/// The request id Lambda assigned, when there is one.
+/// The request's id as API Gateway logs it: `requestContext.requestId` of an HTTP API,
+/// REST API or function URL event, which is `$context.requestId` in the access log. So
+/// the one id in an error body (CONTRACT §1 `requestId`) finds the access-log line and
+/// the audit lines of that request. Lambda's own id stays in the platform's
+/// START/END/REPORT lines; it is used here only for an event without a gateway id (ALB).
+/// An id that is not a short token of URL-safe or base64 characters is not taken.
 pub fn request_id(req: &Request) -> Option<String> {
-    req.lambda_context_ref()
-        .map(|ctx| ctx.request_id.clone())
-        .filter(|id| !id.is_empty())
+    use lambda_http::request::RequestContext;
+    let gateway = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    };
+    let lambda = || req.lambda_context_ref().map(|ctx| ctx.request_id.clone());
+    gateway
+        .filter(|id| is_request_id(id))
+        .or_else(lambda)
+        .filter(|id| is_request_id(id))
+}
+
+fn is_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=+/.".contains(&b))
 }
 
 /// The caller's address (CONTRACT §3b): the request context's `sourceIp` (HTTP API,
