@@ -176,7 +176,9 @@ impl Relay {
             let mut readable = Vec::new();
             for mut stored in page {
                 match stored.entries.take() {
-                    Some(entries) if !entries.is_empty() && entries.len() <= MAX_ENTRIES_PER_PUT => {
+                    Some(entries)
+                        if !entries.is_empty() && entries.len() <= MAX_ENTRIES_PER_PUT =>
+                    {
                         readable.push((stored, entries))
                     }
                     _ => {

@@ -43,7 +43,10 @@ fn every_default_sms_text_is_one_segment_and_starts_the_functions() {
     let (source, template) = template();
     // The template's composition, as written in it: the first line, then the domain line.
     let suffix = "\\n\\n@${SmsAppDomain} #{code}";
-    assert!(source.contains(suffix), "template.yaml composes the texts differently");
+    assert!(
+        source.contains(suffix),
+        "template.yaml composes the texts differently"
+    );
     let domain = default_of(&template, "SmsAppDomain");
     println!("| language | text (code 123456) | encoding | segments | bytes |");
     println!("|---|---|---|---|---|");
@@ -65,7 +68,10 @@ fn every_default_sms_text_is_one_segment_and_starts_the_functions() {
         };
         assert_eq!(s.encoding, expected, "{parameter}");
         // The line iOS and WebOTP read is the last one.
-        assert_eq!(sent.lines().last(), Some(format!("@{domain} #123456").as_str()));
+        assert_eq!(
+            sent.lines().last(),
+            Some(format!("@{domain} #123456").as_str())
+        );
         // The functions start with it, and send it for its language.
         let otp = OtpConfig::load(&env(&[(variable, composed.clone())])).unwrap();
         assert_eq!(
@@ -84,17 +90,29 @@ fn every_default_sms_text_is_one_segment_and_starts_the_functions() {
             s.segments,
             s.bytes,
             s.units,
-            if s.encoding == Encoding::Gsm7 { "septets" } else { "UTF-16 units" },
+            if s.encoding == Encoding::Gsm7 {
+                "septets"
+            } else {
+                "UTF-16 units"
+            },
         );
     }
 }
 
 #[test]
 fn a_text_over_one_segment_fails_init_naming_its_variable_unless_multipart_is_allowed() {
-    let long = format!("Код для входа в FoodSave: {{code}}. {}", "Никому не сообщайте его.");
+    let long = format!(
+        "Код для входа в FoodSave: {{code}}. {}",
+        "Никому не сообщайте его."
+    );
     let long = format!("{long}\n\n@foodsave.kz #{{code}}");
     assert_eq!(shape(&long.replace("{code}", "123456")).segments, 2);
-    for variable in ["SMS_MESSAGE", "SMS_MESSAGE_KK", "SMS_MESSAGE_RU", "SMS_MESSAGE_EN"] {
+    for variable in [
+        "SMS_MESSAGE",
+        "SMS_MESSAGE_KK",
+        "SMS_MESSAGE_RU",
+        "SMS_MESSAGE_EN",
+    ] {
         let err = OtpConfig::load(&env(&[(variable, long.clone())]))
             .err()
             .unwrap_or_else(|| panic!("{variable}: a two-segment text was accepted"));

@@ -89,9 +89,9 @@ mod tests {
             shape(text),
             Shape {
                 encoding: Encoding::Gsm7,
-                units: 42,
+                units: 43,
                 segments: 1,
-                bytes: 37
+                bytes: 38
             }
         );
         assert_eq!(shape("{€}").units, 6);
@@ -106,7 +106,10 @@ mod tests {
     fn one_character_outside_gsm7_makes_the_whole_text_ucs2() {
         let text = "Код: 123456";
         let s = shape(text);
-        assert_eq!((s.encoding, s.units, s.segments, s.bytes), (Encoding::Ucs2, 11, 1, 22));
+        assert_eq!(
+            (s.encoding, s.units, s.segments, s.bytes),
+            (Encoding::Ucs2, 11, 1, 22)
+        );
         assert_eq!(shape(&"ж".repeat(70)).segments, 1);
         assert_eq!(shape(&"ж".repeat(70)).bytes, 140);
         assert_eq!(shape(&"ж".repeat(71)).segments, 2);

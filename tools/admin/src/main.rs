@@ -344,7 +344,11 @@ async fn run(invocation: Invocation) -> Result<(), Failure> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Its events are the functions' (CONTRACT §7): put on the stack's bus (none without one:
     // docs/operations.md says to give it for a deployed stack).
-    let bus_env = |name: &str| (name == "EVENT_BUS_NAME").then(|| event_bus.clone()).flatten();
+    let bus_env = |name: &str| {
+        (name == "EVENT_BUS_NAME")
+            .then(|| event_bus.clone())
+            .flatten()
+    };
     let events = foodsave_auth::events::Events::from_env(&aws, &bus_env)
         .map_err(|err| Failure::Usage(err.to_string()))?;
     let admin = Admin::new(
