@@ -13,8 +13,9 @@ venv: ## Create .venv with the pinned local AWS stack (moto)
 	@local/setup-venv.sh
 
 .PHONY: test
-test: ## Everything CI runs: lint, infra checks + sam build, build once, every test on a local AWS stack, schemathesis against openapi.yaml, the click-through page in headless Chromium, then sam local invoke/start-api on Docker
+test: ## Everything CI runs: lint, doc links, infra checks + sam build, build once, every test on a local AWS stack, schemathesis against openapi.yaml, the click-through page in headless Chromium, then sam local invoke/start-api on Docker
 	cargo fmt --all --check
+	python3 local/check_docs.py
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	local/check-infra.sh
 	cargo build --workspace --all-targets --locked
@@ -27,6 +28,20 @@ test: ## Everything CI runs: lint, infra checks + sam build, build once, every t
 	  local/with-stack.sh cargo test --locked -p foodsave-auth --test browser -- --ignored --nocapture || status=1; \
 	  local/sam-local.sh run cargo test --locked -p foodsave-auth --test sam_local -- --ignored --nocapture --test-threads=2 \
 	  || status=1; exit $$status; } 2>&1 | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
+
+# The quick loop: every crate's unit tests and the integration tests on a local stack,
+# without the minute-long budget and abuse runs, the Docker, schemathesis and browser
+# parts (make test runs everything).
+SLOW_TESTS := global_budget abuse browser sam_local
+QUICK_TESTS := $(filter-out $(SLOW_TESTS),$(patsubst shared/tests/%.rs,%,$(wildcard shared/tests/*.rs)))
+
+.PHONY: check
+check: ## The quick loop (under 5 min on a warm target dir): fmt, clippy, unit tests, the fast integration tests on a local AWS stack
+	cargo fmt --all --check
+	python3 local/check_docs.py
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked --lib --bins
+	local/with-stack.sh cargo test --locked -p foodsave-auth $(addprefix --test ,$(QUICK_TESTS)) -- --test-threads=4
 
 .PHONY: infra
 infra: ## sam validate --lint, cfn-lint, checkov and sam build (pinned tools in .venv-sam, .venv-checkov)
