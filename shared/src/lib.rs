@@ -11,6 +11,9 @@
 //! `keys` and `rotation`. Without it the crate is the domain and the request edge
 //! (`http`, whose `http::probe` is what `fuzz/` and the corpus replay test drive).
 
+/// The release (the workspace's version, CHANGELOG.md), in every function's init line.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[cfg(feature = "aws")]
 pub mod accounts;
 #[cfg(feature = "aws")]

@@ -21,6 +21,7 @@ pub async fn serve<E: Endpoint>() -> Result<(), lambda_http::Error> {
         Ok(endpoint) => endpoint,
         Err(err) => return Err(init_failed(E::NAME, err).await),
     };
+    ready(E::NAME);
     let endpoint = &endpoint;
     let handler =
         service_fn(
@@ -80,6 +81,7 @@ pub async fn serve_rotation() -> Result<(), lambda_http::Error> {
         Arc::new(SystemClock),
     );
     let rotation = &rotation;
+    ready("key-rotation");
     lambda_http::lambda_runtime::run(lambda_http::service_fn(
         move |event: LambdaEvent<RotationRequest>| async move {
             rotation.handle(event.payload).await.map_err(|err| {
@@ -118,6 +120,7 @@ pub async fn serve_event_relay() -> Result<(), lambda_http::Error> {
         Arc::new(SystemClock),
     );
     let relay = &relay;
+    ready("event-relay");
     lambda_http::lambda_runtime::run(lambda_http::service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let budget = crate::budget::Budget::from_deadline(event.context.deadline);
@@ -139,6 +142,11 @@ pub async fn serve_event_relay() -> Result<(), lambda_http::Error> {
         },
     ))
     .await
+}
+
+/// The init line: which function, which release.
+fn ready(function: &'static str) {
+    tracing::info!(function, version = crate::VERSION, "ready");
 }
 
 /// An init failure: log it with its cause, report it to the Runtime API's `/init/error`
