@@ -174,7 +174,7 @@ async fn five_wrong_codes_burn_the_code() {
         assert_eq!(answer.code(), "INVALID_CODE");
         assert_eq!(answer.body["attemptsLeft"], left);
         let keys: Vec<&String> = answer.body.as_object().unwrap().keys().collect();
-        assert_eq!(keys, vec!["attemptsLeft", "code", "message"]);
+        assert_eq!(keys, vec!["attemptsLeft", "code", "message", "requestId"]);
     }
     let burned = post(
         &verify,
