@@ -316,17 +316,24 @@ async fn every_command_through_the_binary_with_its_exit_status_and_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_table_is_found_in_the_stacks_outputs() {
+async fn the_table_and_the_event_bus_are_found_in_the_stacks_outputs() {
     let stack = Stack::new().await;
     let app = app(&stack, &[]).await;
     let phone = random_phone();
-    login(&stack, &app, &phone).await;
+    let session = login(&stack, &app, &phone).await;
     // A stand-in for the deployed stack: moto's CloudFormation answering DescribeStacks
-    // with a TableName output, as the template's stack does.
+    // with the TableName and EventBusName outputs, as the template's stack does.
     let name = format!("auth-admin-{}", common::random_suffix());
+    let bus = format!("{name}-events");
+    let tap = foodsave_auth::devstack::create_event_tap(&stack.aws, &bus)
+        .await
+        .unwrap();
     let template = json!({
         "Resources": { "Topic": { "Type": "AWS::SNS::Topic" } },
-        "Outputs": { "TableName": { "Value": stack.table } },
+        "Outputs": {
+            "TableName": { "Value": stack.table },
+            "EventBusName": { "Value": bus },
+        },
     });
     aws_sdk_cloudformation::Client::new(&stack.aws)
         .create_stack()
@@ -343,6 +350,26 @@ async fn the_table_is_found_in_the_stacks_outputs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    // A revocation through --stack puts its event on the stack's bus (CONTRACT §7).
+    let out = Command::new(function_binary("foodsave-auth-admin").unwrap())
+        .args(["--stack", &name, "--actor", "alice", "revoke", &phone])
+        .env_remove("TABLE_NAME")
+        .env_remove("EVENT_BUS_NAME")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let delivered = foodsave_auth::devstack::tapped_events(&stack.aws, &tap)
+        .await
+        .unwrap();
+    let [event] = delivered.as_slice() else {
+        panic!("one event, got {delivered:?}")
+    };
+    assert_eq!(event["detail-type"], "SessionsRevoked");
+    assert_eq!(event["detail"]["reason"], "admin");
+    assert_eq!(
+        event["detail"]["sessionIds"],
+        json!([common::sid_of(&session)])
+    );
     let out = Command::new(function_binary("foodsave-auth-admin").unwrap())
         .args([
             "--stack",
