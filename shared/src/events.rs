@@ -26,6 +26,7 @@ use serde_json::json;
 use crate::adapters::DynamoDbStore;
 use crate::adapters::dynamodb::StoredEvents;
 use crate::adapters::eventbridge::{EventBus, MAX_ENTRIES_PER_PUT, is_transient};
+use crate::api::within;
 use crate::budget::Budget;
 use crate::config::{ConfigError, Env};
 use crate::domain::events::{Change, Entry, Pending};
@@ -168,7 +169,7 @@ impl Relay {
         let mut report = RelayReport::default();
         let mut start = None;
         'pages: while budget.remaining() > RELAY_RESERVE {
-            let (page, next) = bound(
+            let (page, next) = within(
                 budget,
                 self.store.stored_events(before, start.take(), RELAY_PAGE),
             )
@@ -221,7 +222,7 @@ impl Relay {
                         .filter_map(|a| a.as_ref().err().map(String::as_str))
                         .collect();
                     if mine.len() == entries.len() && refused.is_empty() {
-                        bound(budget, self.store.delete_events(&stored.key)).await?;
+                        within(budget, self.store.delete_events(&stored.key)).await?;
                         report.delivered += entries.len();
                         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
                         tracing::info!(events = %ids.join(","), "events relayed");
@@ -247,7 +248,7 @@ impl Relay {
                 None => break,
             }
         }
-        let oldest = bound(budget, self.store.oldest_events()).await?;
+        let oldest = within(budget, self.store.oldest_events()).await?;
         report.oldest_age_secs = oldest.map_or(0, |at| {
             now.as_millis().saturating_sub(at.as_millis()) / 1000
         });
@@ -273,16 +274,6 @@ fn batches(stored: &[(StoredEvents, Vec<Entry>)]) -> Vec<Vec<&(StoredEvents, Vec
         }
     }
     batches
-}
-
-async fn bound<T>(
-    budget: &Budget,
-    call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    budget
-        .bound(call)
-        .await
-        .unwrap_or_else(|out_of_time| Err(StoreError::Unavailable(out_of_time.into())))
 }
 
 impl RelayReport {

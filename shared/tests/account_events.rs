@@ -714,3 +714,50 @@ async fn the_relay_function_delivers_kept_events_through_the_lambda_runtime() {
     // No phone number in any log line of the relay.
     assert!(!run.logs.contains(&phone));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_bus_or_a_conflicting_transaction_still_gives_one_event_per_change() {
+    let stack = Stack::new().await;
+    let bus = bus(&stack).await;
+    let p = proxied::proxied(&stack, &bus.env()).await;
+    let phone = random_phone();
+    let first = proxied::login(&stack, &p, &phone).await;
+    bus.expect(
+        &stack,
+        &[("AccountCreated", json!({ "sub": sub_of(&first) }))],
+    )
+    .await;
+
+    // The bus never answers: the logout answers 200 inside the invocation's time, and
+    // its event is kept for the relay.
+    p.proxy
+        .always("PutEvents", Fault::Stall(Duration::from_secs(30)));
+    let started = std::time::Instant::now();
+    let out = post(&p.logout, "logout", &refresh_of(&first)).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(stored_ids(&stack).await.len(), 1);
+    p.proxy.clear();
+
+    // The revocation's two-item transaction meets another transaction holding the
+    // session: the same revocation again, one event.
+    let second = proxied::login(&stack, &p, &phone).await;
+    bus.received(&stack).await;
+    p.proxy.once(
+        "TransactWriteItems",
+        Fault::transaction_canceled(["TransactionConflict", "None"]),
+    );
+    let out = post(&p.logout, "logout", &refresh_of(&second)).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let sub = sub_of(&second);
+    bus.expect(
+        &stack,
+        &[(
+            "SessionsRevoked",
+            json!({ "sub": sub, "sessionIds": [sid_of(&second)], "reason": "logout" }),
+        )],
+    )
+    .await;
+    // Only the stalled logout's event is still kept.
+    assert_eq!(stored_ids(&stack).await.len(), 1);
+}
