@@ -138,7 +138,12 @@ struct App {
 }
 
 async fn app(stack: &Stack, bus: &Bus) -> App {
-    let env = bus.env();
+    app_with(stack, &bus.env()).await
+}
+
+/// The functions with the environment `env`.
+async fn app_with(stack: &Stack, env: &[(&str, &str)]) -> App {
+    let env = env.to_vec();
     App {
         send: stack.otp_send(&env).await,
         verify: stack.otp_verify(&env).await,
@@ -166,6 +171,22 @@ impl App {
         .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         (answer, stack.round_trips.take())
+    }
+
+    /// A login of a phone in `OTP_TEST_NUMBERS` with its fixed code (no SMS to read
+    /// back), a second after the previous one.
+    async fn test_number_login(&self, stack: &Stack, phone: &str, code: &str) -> Answer {
+        stack.clock.advance_secs(1);
+        let sent = post(&self.send, "otp-send", &json!({ "phone": phone })).await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        let answer = post(
+            &self.verify,
+            "otp-verify",
+            &json!({ "phone": phone, "code": code }),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer
     }
 }
 
@@ -760,4 +781,158 @@ async fn a_stalled_bus_or_a_conflicting_transaction_still_gives_one_event_per_ch
     .await;
     // Only the stalled logout's event is still kept.
     assert_eq!(stored_ids(&stack).await.len(), 1);
+}
+
+/// At the template's default limit (20, `MAX_SESSIONS_PER_ACCOUNT` unset) and at the
+/// most it may be (90): the login past the limit evicts the least recently used session
+/// and only it, and the deletion ends every live session and deletes the evicted one in
+/// one transaction (at 90: 91 sessions, the account, the phone's two items and the
+/// events item, 95 of DynamoDB's 100), with one `SessionsRevoked` naming every session
+/// it ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_default_limit_and_at_the_cap_one_deletion_ends_every_session() {
+    let stack = Stack::new().await;
+    let bus = bus(&stack).await;
+    for limit in [None, Some(foodsave_auth::config::MAX_SESSIONS_LIMIT)] {
+        let phone = random_phone();
+        let code = "246810";
+        let test_number = format!("{phone}={code}");
+        let limit_text = limit.map(|l| l.to_string());
+        let mut env = vec![
+            ("EVENT_BUS_NAME", bus.name.as_str()),
+            ("OTP_SEND_LIMIT", "100"),
+            ("OTP_TEST_NUMBERS", test_number.as_str()),
+        ];
+        if let Some(text) = &limit_text {
+            env.push(("MAX_SESSIONS_PER_ACCOUNT", text));
+        }
+        let app = app_with(&stack, &env).await;
+        let limit = usize::try_from(limit.unwrap_or(20)).unwrap();
+
+        let mut logins = Vec::new();
+        for _ in 0..=limit {
+            logins.push(app.test_number_login(&stack, &phone, code).await);
+        }
+        let sub = sub_of(&logins[0]);
+        bus.expect(
+            &stack,
+            &[
+                ("AccountCreated", json!({ "sub": sub })),
+                (
+                    "SessionsRevoked",
+                    json!({ "sub": sub, "sessionIds": [sid_of(&logins[0])], "reason": "limit" }),
+                ),
+            ],
+        )
+        .await;
+        let last = access_of(logins.last().unwrap());
+        let listed = call(
+            &app.sessions,
+            bearer_request("GET", "/sessions", &last, None),
+        )
+        .await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        assert_eq!(listed.body["sessions"].as_array().unwrap().len(), limit);
+
+        // The account's read, the one transaction, the events item's delete.
+        stack.round_trips.take();
+        let deleted = call(
+            &app.account_delete,
+            bearer_request("POST", "/account/delete", &last, None),
+        )
+        .await;
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+        assert_eq!(stack.round_trips.take(), 3, "limit {limit}");
+
+        let mut received = bus.received(&stack).await;
+        received.sort_by(|a, b| a.0.cmp(&b.0));
+        let kinds: Vec<&str> = received.iter().map(|(kind, _)| kind.as_str()).collect();
+        assert_eq!(kinds, ["AccountDeleted", "SessionsRevoked"]);
+        assert_eq!(received[0].1["sub"], sub.as_str());
+        let revoked = &received[1].1;
+        assert_eq!(
+            (&revoked["sub"], &revoked["reason"]),
+            (&json!(sub), &json!("account_deleted"))
+        );
+        let mut ended: Vec<&str> = revoked["sessionIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap())
+            .collect();
+        ended.sort_unstable();
+        let mut live: Vec<String> = logins[1..].iter().map(sid_of).collect();
+        live.sort();
+        assert_eq!(ended, live, "limit {limit}");
+        // Nothing of the account is left, nor a kept event.
+        let account_pk = AttributeValue::S(format!("ACCOUNT#{sub}"));
+        assert!(stack.items().await.iter().all(|i| i["pk"] != account_pk));
+        assert!(stored(&stack).await.is_empty());
+    }
+}
+
+/// A backlog bigger than one relay page (50 items) and than one put (10 entries), kept
+/// while the bus failed: one run delivers every event once, in puts of ten, and leaves
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_delivers_a_backlog_of_several_pages_in_puts_of_ten() {
+    const CHANGES: usize = 73;
+    let stack = Stack::new().await;
+    let bus = bus(&stack).await;
+    let code = "135790";
+    let phones: Vec<String> = (0..CHANGES).map(|_| random_phone()).collect();
+    let test_numbers = phones
+        .iter()
+        .map(|phone| format!("{phone}={code}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut env = bus.env();
+    env.push(("OTP_TEST_NUMBERS", test_numbers.as_str()));
+    let p = proxied::proxied(&stack, &env).await;
+    p.proxy.always("PutEvents", Fault::ServerError(503));
+    let mut subs = Vec::new();
+    for phone in &phones {
+        let sent = post(&p.send, "otp-send", &json!({ "phone": phone })).await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        let login = post(
+            &p.verify,
+            "otp-verify",
+            &json!({ "phone": phone, "code": code }),
+        )
+        .await;
+        assert_eq!(login.status, 200, "{}", login.body);
+        subs.push(sub_of(&login));
+    }
+    let kept = stored_ids(&stack).await;
+    assert_eq!(kept.len(), CHANGES);
+    bus.expect(&stack, &[]).await;
+
+    p.proxy.clear();
+    let puts_before = p.proxy.count("PutEvents");
+    stack.clock.advance_secs(31);
+    let aws = p.proxy.sdk_config().await;
+    let relay = relay(&stack, &bus, &aws);
+    let report = relay
+        .run(&Budget::within(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        RelayReport {
+            delivered: CHANGES,
+            ..RelayReport::default()
+        }
+    );
+    // Two pages (50 and 23 items), each in puts of at most ten: 5 + 3.
+    assert_eq!(p.proxy.count("PutEvents") - puts_before, 8);
+    let expected: Vec<(&str, Value)> = subs
+        .iter()
+        .map(|sub| ("AccountCreated", json!({ "sub": sub })))
+        .collect();
+    let mut ids = bus.expect(&stack, &expected).await;
+    ids.sort();
+    let mut kept = kept;
+    kept.sort();
+    assert_eq!(ids, kept);
+    assert!(stored(&stack).await.is_empty());
 }

@@ -2,8 +2,8 @@
 //! composes it (its first line, the app's domain-bound line last), is one segment with a
 //! 6-digit code in it and at most 140 bytes (Android's SMS Retriever), and the functions'
 //! init accepts it; a text over one segment fails init naming its variable unless
-//! `SMS_ALLOW_MULTIPART=true`. `cargo test --test sms_texts -- --nocapture` prints the
-//! table README.md shows.
+//! `SMS_ALLOW_MULTIPART=true`. Each row of the table README.md and docs/deploy.md show
+//! is checked to be in them as this test computes it (`-- --nocapture` prints it).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -48,6 +48,14 @@ fn every_default_sms_text_is_one_segment_and_starts_the_functions() {
         "template.yaml composes the texts differently"
     );
     let domain = default_of(&template, "SmsAppDomain");
+    let root = foodsave_auth::devstack::template_path()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let docs: Vec<(&str, String)> = ["README.md", "docs/deploy.md"]
+        .into_iter()
+        .map(|doc| (doc, std::fs::read_to_string(root.join(doc)).unwrap()))
+        .collect();
     println!("| language | text (code 123456) | encoding | segments | bytes |");
     println!("|---|---|---|---|---|");
     for (language, parameter, variable) in [
@@ -83,7 +91,7 @@ fn every_default_sms_text_is_one_segment_and_starts_the_functions() {
         // With the Android hash the text must still fit: room for 11 more and a newline.
         let with_hash = format!("{first}\nAbCdEfGhIjK\n\n@{domain} #123456");
         assert_eq!(shape(&with_hash).segments, 1, "{parameter} with a hash");
-        println!(
+        let row = format!(
             "| {language} | `{}` | {} | {} | {} ({} {}) |",
             sent.replace('\n', "⏎"),
             s.encoding.as_str(),
@@ -96,6 +104,10 @@ fn every_default_sms_text_is_one_segment_and_starts_the_functions() {
                 "UTF-16 units"
             },
         );
+        println!("{row}");
+        for (doc, text) in &docs {
+            assert!(text.contains(&row), "{doc} does not show the row\n{row}");
+        }
     }
 }
 
