@@ -14,6 +14,7 @@ venv: ## Create .venv with the pinned local AWS stack (moto)
 
 .PHONY: test
 test: ## Everything CI runs: lint, doc links, infra checks + sam build, build once, every test on a local AWS stack, schemathesis against openapi.yaml, the click-through page in headless Chromium, then sam local invoke/start-api on Docker
+	@df -Ph . | awk 'NR == 2 { print "disk: " $$4 " free on " $$6 " (a fresh make test needs about 10 GB)" }'
 	cargo fmt --all --check
 	python3 local/check_docs.py
 	cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -13,3 +13,5 @@ awk '/^test result:/ {
      END { printf "tests: %d passed, %d failed\n", p, f }' "$1"
 # The schemathesis phase reports its own count (local/schemathesis.sh).
 grep -h '^schemathesis: ' "$1" || true
+# What the run left on disk (a full disk is the one failure no test names).
+echo "disk: target/ $(du -sh target 2>/dev/null | cut -f1), $(df -Ph . | awk 'NR == 2 { print $4 }') free"
