@@ -125,6 +125,15 @@ async fn main() -> Result<(), BoxError> {
         tap,
     });
     tokio::spawn(relay_every_minute(relay_env));
+    // Events put outside a request (the relay, the operator tool) show up too.
+    let watcher = gateway.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            watcher.print_new_events().await;
+        }
+    });
 
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("FoodSave Auth local API on {base}");
