@@ -26,8 +26,8 @@ test: ## Everything CI runs: lint, doc links, infra checks + sam build, build on
 	@mkdir -p target
 	@set -o pipefail; { local/with-stack.sh cargo test --workspace --locked --no-fail-fast -- --test-threads=4; status=$$?; \
 	  local/with-stack.sh local/schemathesis.sh || status=1; \
-	  local/with-stack.sh cargo test --locked -p foodsave-auth --test browser -- --ignored --nocapture || status=1; \
-	  local/sam-local.sh run cargo test --locked -p foodsave-auth --test sam_local -- --ignored --nocapture --test-threads=2 \
+	  local/with-stack.sh cargo test --locked --workspace --test browser -- --ignored --nocapture || status=1; \
+	  local/sam-local.sh run cargo test --locked --workspace --test sam_local -- --ignored --nocapture --test-threads=2 \
 	  || status=1; exit $$status; } 2>&1 | tee target/test.log; status=$$?; local/test-summary.sh target/test.log; exit $$status
 
 # The quick loop: every crate's unit tests and the integration tests on a local stack,
@@ -42,7 +42,7 @@ check: ## The quick loop (under 5 min on a warm target dir): fmt, clippy, unit t
 	python3 local/check_docs.py
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked --lib --bins
-	local/with-stack.sh cargo test --locked -p foodsave-auth $(addprefix --test ,$(QUICK_TESTS)) -- --test-threads=4
+	local/with-stack.sh cargo test --locked --workspace $(addprefix --test ,$(QUICK_TESTS)) -- --test-threads=4
 
 .PHONY: infra
 infra: ## sam validate --lint, cfn-lint, checkov and sam build (pinned tools in .venv-sam, .venv-checkov)
@@ -73,7 +73,7 @@ openapi: ## Validate openapi.yaml and check the local API against it with schema
 browser: ## The click-through and docs pages in headless Chromium (Debian's chromium, installed if missing); screenshots in target/browser/
 	local/setup-browser.sh
 	cargo build --locked -p local-api
-	local/with-stack.sh cargo test --locked -p foodsave-auth --test browser -- --ignored --nocapture
+	local/with-stack.sh cargo test --locked --workspace --test browser -- --ignored --nocapture
 
 .PHONY: fuzz
 fuzz: ## Fuzz the request edge (fuzz/, cargo-fuzz on stable via RUSTC_BOOTSTRAP=1) for FUZZ_SECONDS (60) per target: executions, coverage, crashes; then `local/fuzz.sh cmin` and commit fuzz/corpus/
