@@ -52,7 +52,7 @@ infra: ## sam validate --lint, cfn-lint, checkov and sam build (pinned tools in 
 invoke: ## Run one sample event through its function's Lambda runtime: make invoke EVENT=otp-send
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=<name of a file in events/ without .json>"; exit 2; }
 	cargo build --locked --workspace --bins
-	local/with-stack.sh cargo run --locked -q -p local-api -- --invoke events/$(EVENT).json
+	local/with-stack.sh target/debug/local-api --invoke events/$(EVENT).json
 
 # The function packages and the baseline alone, as `sam build` builds each function: a
 # --workspace build would give them local-api's devstack features too.
@@ -66,13 +66,13 @@ bench: ## Benchmark of record → BENCHMARKS.md: each function vs hello-world (i
 
 .PHONY: openapi
 openapi: ## Validate openapi.yaml and check the local API against it with schemathesis (pinned, .venv-schemathesis)
-	cargo build --locked -p local-api
+	cargo build --locked --workspace --bins
 	local/with-stack.sh local/schemathesis.sh
 
 .PHONY: browser
 browser: ## The click-through and docs pages in headless Chromium (Debian's chromium, installed if missing); screenshots in target/browser/
 	local/setup-browser.sh
-	cargo build --locked -p local-api
+	cargo build --locked --workspace --bins
 	local/with-stack.sh cargo test --locked --workspace --test browser -- --ignored --nocapture
 
 .PHONY: fuzz
@@ -86,8 +86,8 @@ fmt: ## Format the code
 
 .PHONY: dev
 dev: ## Run the API on http://127.0.0.1:3000/api/v1/auth (docs: /api/v1/auth/docs) over a local AWS stack (Ctrl-C stops both)
-	cargo build --locked -p event-relay
-	local/with-stack.sh cargo run --locked -p local-api
+	cargo build --locked --workspace --bins
+	local/with-stack.sh target/debug/local-api
 
 .PHONY: start-api
 start-api: ## The same API through `sam local start-api`: each function in its Lambda container on Docker (Ctrl-C stops all)

@@ -264,7 +264,7 @@ async fn relay_every_minute(env: Vec<(String, String)>) {
     let binary = match function_binary("event-relay") {
         Ok(binary) => binary,
         Err(err) => {
-            println!("event relay not running ({err}): cargo build -p event-relay");
+            println!("event relay not running ({err}): cargo build --workspace --bins");
             return;
         }
     };
