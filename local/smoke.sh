@@ -46,13 +46,20 @@ import base64, json, os, re, sys
 
 cmd, args = sys.argv[1], sys.argv[2:]
 
-def load(path):
-    with open(path, encoding="utf-8") as f:
-        return json.loads(f.read())
-
 def bad(message):
     print(message)
     sys.exit(1)
+
+def json_object(path, otherwise="not JSON"):
+    """The JSON object in the file at `path`; anything else fails the step."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.loads(f.read())
+    except ValueError:
+        bad(otherwise)
+    if not isinstance(value, dict):
+        bad(otherwise)
+    return value
 
 def secret(path):
     with open(path, encoding="utf-8") as f:
@@ -87,10 +94,7 @@ elif cmd == "body":  # a JSON body from name=value pairs, "@file" values read fr
     print(json.dumps(out))
 elif cmd == "discovery":
     base, = args[1:]
-    try:
-        doc = load(args[0])
-    except ValueError:
-        bad("not JSON")
+    doc = json_object(args[0])
     if doc.get("issuer") != base:
         bad(f"issuer is {doc.get('issuer')!r}, not BASE_URL {base!r}")
     if not isinstance(doc.get("jwks_uri"), str):
@@ -98,10 +102,7 @@ elif cmd == "discovery":
     keep(args[0] + ".jwks_uri", doc["jwks_uri"])
     print(f"issuer = BASE_URL, jwks_uri {doc['jwks_uri'][len(base):] if doc['jwks_uri'].startswith(base) else doc['jwks_uri']}")
 elif cmd == "jwks":
-    try:
-        keys = load(args[0]).get("keys")
-    except (ValueError, AttributeError):
-        bad("not a JWK Set")
+    keys = json_object(args[0], "not a JWK Set").get("keys")
     if not isinstance(keys, list) or not keys:
         bad("no key in the JWK Set")
     kids = [k.get("kid") for k in keys if isinstance(k, dict)]
@@ -109,19 +110,13 @@ elif cmd == "jwks":
     kinds = ", ".join(f"{k.get('kty')} {k.get('alg')}" for k in keys if isinstance(k, dict))
     print(f"{len(keys)} key{'s' if len(keys) != 1 else ''} ({kinds})")
 elif cmd == "sent":
-    try:
-        body = load(args[0])
-    except ValueError:
-        bad("not JSON")
+    body = json_object(args[0])
     if body.get("message") != "OTP sent":
         bad("unexpected body")
     print(f"OTP sent, retryAfterSeconds {body.get('retryAfterSeconds')}")
 elif cmd == "pair":  # a token pair: keep both tokens, check the access token's iss and kid
     path, base, kids, access_out, refresh_out = args
-    try:
-        pair = load(path)
-    except ValueError:
-        bad("not JSON")
+    pair = json_object(path)
     access, refresh = pair.get("accessToken"), pair.get("refreshToken")
     if not isinstance(access, str) or not isinstance(refresh, str) or pair.get("tokenType") != "Bearer":
         bad("not a token pair")
@@ -141,10 +136,7 @@ elif cmd == "pair":  # a token pair: keep both tokens, check the access token's 
     print(f"token pair: accessToken <{len(access)} chars> ({header.get('alg')}, {header.get('typ')}, "
           f"kid in the JWK Set, iss = BASE_URL), refreshToken <{len(refresh)} chars>, expiresIn {pair.get('expiresIn')}")
 elif cmd == "sessions":
-    try:
-        sessions = load(args[0]).get("sessions")
-    except (ValueError, AttributeError):
-        bad("not JSON")
+    sessions = json_object(args[0]).get("sessions")
     if not isinstance(sessions, list):
         bad("no sessions list")
     current = [s for s in sessions if isinstance(s, dict) and s.get("current") is True]
@@ -153,19 +145,13 @@ elif cmd == "sessions":
     print(f"{len(sessions)} live session{'s' if len(sessions) != 1 else ''}, 1 current "
           f"(userAgent {current[0].get('userAgent')!r})")
 elif cmd == "empty":
-    try:
-        body = load(args[0])
-    except ValueError:
-        bad("not JSON")
+    body = json_object(args[0])
     if body != {}:
         bad("expected {}")
     print("{}")
 elif cmd == "error":
     want = args[1]
-    try:
-        body = load(args[0])
-    except ValueError:
-        bad("not JSON")
+    body = json_object(args[0])
     if body.get("code") != want:
         bad(f"code {body.get('code')!r}, expected {want}")
     print(want)

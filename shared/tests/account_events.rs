@@ -173,21 +173,30 @@ impl App {
         (answer, stack.round_trips.take())
     }
 
-    /// A login of a phone in `OTP_TEST_NUMBERS` with its fixed code (no SMS to read
-    /// back), a second after the previous one.
+    /// A login of a phone in `OTP_TEST_NUMBERS`, a second after the previous one.
     async fn test_number_login(&self, stack: &Stack, phone: &str, code: &str) -> Answer {
         stack.clock.advance_secs(1);
-        let sent = post(&self.send, "otp-send", &json!({ "phone": phone })).await;
-        assert_eq!(sent.status, 200, "{}", sent.body);
-        let answer = post(
-            &self.verify,
-            "otp-verify",
-            &json!({ "phone": phone, "code": code }),
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        answer
+        test_number_login(&self.send, &self.verify, phone, code).await
     }
+}
+
+/// A login of a phone in `OTP_TEST_NUMBERS` with its fixed code (no SMS to read back).
+async fn test_number_login(
+    send: &foodsave_auth::api::otp_send::OtpSend,
+    verify: &foodsave_auth::api::otp_verify::OtpVerify,
+    phone: &str,
+    code: &str,
+) -> Answer {
+    let sent = post(send, "otp-send", &json!({ "phone": phone })).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let answer = post(
+        verify,
+        "otp-verify",
+        &json!({ "phone": phone, "code": code }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -893,15 +902,7 @@ async fn the_relay_delivers_a_backlog_of_several_pages_in_puts_of_ten() {
     p.proxy.always("PutEvents", Fault::EntriesFailed);
     let mut subs = Vec::new();
     for phone in &phones {
-        let sent = post(&p.send, "otp-send", &json!({ "phone": phone })).await;
-        assert_eq!(sent.status, 200, "{}", sent.body);
-        let login = post(
-            &p.verify,
-            "otp-verify",
-            &json!({ "phone": phone, "code": code }),
-        )
-        .await;
-        assert_eq!(login.status, 200, "{}", login.body);
+        let login = test_number_login(&p.send, &p.verify, phone, code).await;
         subs.push(sub_of(&login));
     }
     let kept = stored_ids(&stack).await;
